@@ -1,0 +1,154 @@
+//! Command line: one subcommand per service. Every flag has a `THRONG_…`
+//! environment twin; the config is validated before anything binds.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{ArgAction, Args, Parser, Subcommand};
+use throng_handler::{HandlerConfig, HandlerListeners};
+use tokio::net::TcpListener;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "throng",
+    version,
+    about = "Kubernetes-native, clustered MQTT message server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Every service in one process on 127.0.0.1: the default for trying throng.
+    Dev(DevArgs),
+    /// One message handler: a full MQTT server for the connections it owns.
+    Handler(HandlerArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// MQTT listener for devices.
+    #[arg(long, env = "THRONG_MQTT_LISTEN", default_value = "127.0.0.1:1883")]
+    pub mqtt_listen: SocketAddr,
+    /// Admin HTTP listener: /metrics, /livez, /readyz.
+    #[arg(long, env = "THRONG_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+    #[command(flatten)]
+    pub engine: EngineFlags,
+}
+
+#[derive(Args, Debug)]
+pub struct HandlerArgs {
+    /// Member id of this handler (the StatefulSet pod name in a cluster).
+    #[arg(long, env = "THRONG_ID")]
+    pub id: String,
+    /// Plain MQTT listener (devices connecting directly).
+    #[arg(long, env = "THRONG_MQTT_LISTEN")]
+    pub mqtt_listen: Option<SocketAddr>,
+    /// Internal hand-off listener: PROXY v2 header from an agent, then MQTT.
+    #[arg(long, env = "THRONG_HANDOFF_LISTEN")]
+    pub handoff_listen: Option<SocketAddr>,
+    /// Admin HTTP listener: /metrics, /livez, /readyz.
+    #[arg(long, env = "THRONG_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub engine: EngineFlags,
+}
+
+/// MQTT engine settings shared by `dev` and `handler`.
+#[derive(Args, Debug)]
+pub struct EngineFlags {
+    /// Mosquitto-format password file (`user:$7$…`, made with mosquitto_passwd).
+    #[arg(long, env = "THRONG_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Mosquitto-format ACL file (topic/user/pattern lines).
+    #[arg(long, env = "THRONG_ACL_FILE")]
+    pub acl_file: Option<PathBuf>,
+    /// Accept clients that send no username.
+    #[arg(long, env = "THRONG_ALLOW_ANONYMOUS", default_value_t = true, action = ArgAction::Set)]
+    pub allow_anonymous: bool,
+    /// Highest keepalive accepted, seconds (v5 clients are told it as Server Keep Alive).
+    #[arg(long, env = "THRONG_MAX_KEEPALIVE", default_value_t = 65535)]
+    pub max_keepalive: u16,
+    /// Largest packet accepted from a client, bytes.
+    #[arg(long, env = "THRONG_MAX_PACKET_SIZE", default_value_t = 1024 * 1024)]
+    pub max_packet_size: u32,
+    /// Time a new connection has to send CONNECT.
+    #[arg(long, env = "THRONG_CONNECT_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Connections held at most; further accepts wait.
+    #[arg(long, env = "THRONG_MAX_CONNECTIONS", default_value_t = 1_000_000)]
+    pub max_connections: usize,
+    /// Messages held per session while they cannot be sent; newer ones are dropped beyond it.
+    #[arg(long, env = "THRONG_MAX_QUEUED_MESSAGES", default_value_t = 1000)]
+    pub max_queued_messages: usize,
+    /// QoS 1/2 messages in flight per connection, each direction.
+    #[arg(long, env = "THRONG_RECEIVE_MAXIMUM", default_value_t = 1024)]
+    pub receive_maximum: u16,
+    /// Subscriptions one session may hold.
+    #[arg(long, env = "THRONG_MAX_SUBSCRIPTIONS", default_value_t = 1000)]
+    pub max_subscriptions: usize,
+    /// Longest session expiry granted; also how long 3.1.1 persistent sessions live offline.
+    #[arg(long, env = "THRONG_MAX_SESSION_EXPIRY", default_value = "2h", value_parser = humantime::parse_duration)]
+    pub max_session_expiry: Duration,
+    /// How long shutdown waits for connections to close.
+    #[arg(long, env = "THRONG_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl EngineFlags {
+    pub fn to_config(&self, id: String) -> HandlerConfig {
+        HandlerConfig {
+            id,
+            max_packet_size: self.max_packet_size,
+            connect_timeout: self.connect_timeout,
+            max_keepalive: self.max_keepalive,
+            receive_maximum: self.receive_maximum,
+            max_queued_messages: self.max_queued_messages,
+            max_subscriptions_per_session: self.max_subscriptions,
+            max_session_expiry: self.max_session_expiry,
+            max_connections: self.max_connections,
+            allow_anonymous: self.allow_anonymous,
+            password_file: self.password_file.clone(),
+            acl_file: self.acl_file.clone(),
+            shutdown_grace: self.shutdown_grace,
+            ..HandlerConfig::default()
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => crate::dev::run(args).await,
+        Command::Handler(args) => run_handler(args).await,
+    }
+}
+
+async fn run_handler(args: HandlerArgs) -> anyhow::Result<()> {
+    let config = args.engine.to_config(args.id);
+    config.validate().map_err(anyhow::Error::msg)?;
+    if args.mqtt_listen.is_none() && args.handoff_listen.is_none() {
+        anyhow::bail!("a handler needs --mqtt-listen or --handoff-listen");
+    }
+    let listeners = HandlerListeners {
+        mqtt: bind(args.mqtt_listen).await?,
+        handoff: bind(args.handoff_listen).await?,
+        admin: bind(args.admin_listen).await?,
+    };
+    throng_handler::run(config, listeners, crate::signal::shutdown()).await
+}
+
+pub async fn bind(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(addr) => Ok(Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        )),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,34 @@
+//! Runs the seed corpus in `tests/corpus/` through `fuzz_one` and checks each
+//! file's expected outcome from its name: `valid-*`, `partial-*`, `invalid-*`.
+
+use std::path::Path;
+
+use throng_proxy_protocol::{fuzz_one, parse};
+
+#[test]
+fn seed_corpus() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    entries.sort();
+    assert!(
+        entries.len() >= 15,
+        "corpus at {} is missing seeds",
+        dir.display()
+    );
+    for path in entries {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let data = std::fs::read(&path).unwrap();
+        fuzz_one(&data);
+        let outcome = parse(&data);
+        let as_expected = match name.split('-').next() {
+            Some("valid") => matches!(outcome, Ok(Some(_))),
+            Some("partial") => outcome == Ok(None),
+            Some("invalid") => outcome.is_err(),
+            _ => panic!("corpus file {name} needs a valid-/partial-/invalid- prefix"),
+        };
+        assert!(as_expected, "{name}: {outcome:?}");
+    }
+}

@@ -1,0 +1,56 @@
+//! Number formatting for the human-readable tables.
+
+/// 1234567 -> "1,234,567".
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes with a binary unit: "812 B", "0.79 KiB", "14.2 MiB".
+pub fn bytes(b: f64) -> String {
+    let a = b.abs();
+    if a < 1024.0 {
+        format!("{b:.0} B")
+    } else if a < 1024.0 * 1024.0 {
+        format!("{:.2} KiB", b / 1024.0)
+    } else if a < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    } else {
+        format!("{:.2} GiB", b / (1024.0 * 1024.0 * 1024.0))
+    }
+}
+
+/// Microseconds as "850 µs", "12.3 ms", "1.50 s".
+pub fn micros(us: u64) -> String {
+    if us < 1000 {
+        format!("{us} µs")
+    } else if us < 1_000_000 {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2} s", us as f64 / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1_234_567), "1,234,567");
+        assert_eq!(bytes(812.0), "812 B");
+        assert_eq!(bytes(740.0 * 1.5), "1.08 KiB");
+        assert_eq!(micros(850), "850 µs");
+        assert_eq!(micros(12_300), "12.3 ms");
+    }
+}

@@ -1,0 +1,98 @@
+//! The handler's shared state: the session registry, the subscription index, the
+//! retained store and the timers, and the routing of a published message to every
+//! matching session. All of it is synchronous: connection tasks call in while they
+//! process a batch of packets and never await while holding a lock.
+
+mod retained;
+mod routing;
+mod sessions;
+mod subscriptions;
+mod timers;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use prometheus_client::metrics::gauge::Gauge;
+use throng_codec::SubscriptionOptions;
+use throng_topic::{RetainedIndex, SubscriptionIndex};
+
+use crate::config::HandlerConfig;
+use crate::message::Message;
+use crate::metrics::HandlerMetrics;
+use crate::security::Security;
+use crate::session::Session;
+
+pub use sessions::Departure;
+pub use subscriptions::SubscribeOutcome;
+
+/// Identifies one subscription in the index: the session's client id, and the share
+/// group for `$share/{group}/…` subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SubKey {
+    pub client_id: Arc<str>,
+    pub group: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubEntry {
+    pub session: Arc<Session>,
+    pub options: SubscriptionOptions,
+    pub id: Option<u32>,
+    pub username: Option<Arc<str>>,
+}
+
+pub struct Broker {
+    pub config: HandlerConfig,
+    pub metrics: HandlerMetrics,
+    pub security: Security,
+    sessions: DashMap<Arc<str>, Arc<Session>>,
+    index: RwLock<SubscriptionIndex<SubKey, SubEntry>>,
+    retained: RwLock<RetainedIndex<Arc<Message>>>,
+    timers: timers::Timers,
+    next_conn_id: AtomicU64,
+    share_cursor: AtomicUsize,
+    online: Gauge,
+    offline: Gauge,
+}
+
+impl Broker {
+    /// Builds the broker; must be called inside a tokio runtime (it starts the timer task).
+    pub fn new(config: HandlerConfig, metrics: HandlerMetrics, security: Security) -> Arc<Broker> {
+        let online = metrics.sessions("online");
+        let offline = metrics.sessions("offline");
+        let broker = Arc::new(Broker {
+            config,
+            metrics,
+            security,
+            sessions: DashMap::new(),
+            index: RwLock::new(SubscriptionIndex::new()),
+            retained: RwLock::new(RetainedIndex::new()),
+            timers: timers::Timers::default(),
+            next_conn_id: AtomicU64::new(1),
+            share_cursor: AtomicUsize::new(0),
+            online,
+            offline,
+        });
+        timers::spawn(Arc::downgrade(&broker));
+        broker
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Tells every live connection to close with `reason` (server shutting down).
+    pub fn kick_all(&self, reason: u8) {
+        for entry in self.sessions.iter() {
+            if let Some(link) = &entry.value().state.lock().link {
+                link.signal.kick(reason);
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Retained messages: set, replace, clear with an empty payload, and delivery of the
+//! matching ones when a subscription asks for them.
+
+use std::sync::Arc;
+
+use throng_codec::SubscriptionOptions;
+use tokio::time::Instant;
+
+use super::Broker;
+use crate::message::{Delivery, Message};
+use crate::session::Session;
+
+impl Broker {
+    pub(super) fn store_retained(&self, message: &Arc<Message>) {
+        let mut retained = self.retained.write();
+        let before = retained.len();
+        if message.payload.is_empty() {
+            retained.remove(&message.topic);
+        } else {
+            retained.set(&message.topic, message.clone());
+        }
+        let delta = retained.len() as i64 - before as i64;
+        drop(retained);
+        self.metrics.retained_messages.inc_by(delta);
+    }
+
+    /// Queues the retained messages matching `filter` to `session` with RETAIN set.
+    pub(super) fn send_retained(
+        &self,
+        session: &Arc<Session>,
+        filter: &str,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> usize {
+        let now = Instant::now();
+        let mut matching: Vec<Arc<Message>> = Vec::new();
+        self.retained.read().for_each_match(filter, |_, message| {
+            if !message.is_expired(now) {
+                matching.push(message.clone());
+            }
+        });
+        let username = session.state.lock().username.clone();
+        let mut queued = 0;
+        for message in matching {
+            if self.security.has_acl()
+                && !self
+                    .security
+                    .can_receive(&session.client_id, username.as_ref(), &message.topic)
+            {
+                continue;
+            }
+            let delivery = Delivery {
+                qos: message.qos.min(options.qos),
+                retain: true,
+                subscription_ids: id.into_iter().collect(),
+                message,
+            };
+            if session.enqueue(delivery, self.config.max_queued_messages, &self.metrics)
+                == crate::session::Enqueued::Queued
+            {
+                queued += 1;
+            }
+        }
+        queued
+    }
+}

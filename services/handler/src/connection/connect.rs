@@ -1,0 +1,383 @@
+//! The CONNECT phase: read the first packet under a deadline and a size cap, check
+//! protocol, client id, credentials and keepalive, attach the session and answer
+//! with CONNACK.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use throng_codec::{ConnAck, ConnAckProperties, Connect, Packet, ProtocolVersion, reason};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{Connection, io};
+use crate::broker::Broker;
+use crate::security::Login;
+use crate::session::{ConnLink, ConnSignal, PendingWill};
+
+/// What is known about a connection before its CONNECT.
+#[derive(Debug, Clone)]
+pub struct ConnectMeta {
+    /// The device's address (from a PROXY header when one came first).
+    pub peer: SocketAddr,
+    /// Connection id given by an agent; the handler numbers its own otherwise.
+    pub conn_id: Option<u64>,
+    /// Client id an agent assigned to an empty one; used instead of making one up.
+    pub assigned_client_id: Option<String>,
+}
+
+/// A refusal: the CONNACK code to send (if any) and the metric label.
+struct Refusal {
+    code: Option<u8>,
+    result: &'static str,
+}
+
+fn refuse(version: ProtocolVersion, v5_code: u8, v3_code: u8, result: &'static str) -> Refusal {
+    Refusal {
+        code: Some(if version.is_v5() { v5_code } else { v3_code }),
+        result,
+    }
+}
+
+/// Runs the CONNECT phase; `None` when the connection was refused or lost.
+pub(super) async fn handshake(
+    stream: TcpStream,
+    meta: ConnectMeta,
+    initial: Vec<u8>,
+    conn_id: u64,
+    broker: &Arc<Broker>,
+) -> Option<Connection> {
+    let mut buf = initial;
+    let timeout = broker.config.connect_timeout;
+    let frame_len =
+        match tokio::time::timeout(timeout, read_first_frame(&stream, &mut buf, broker)).await {
+            Ok(Ok(len)) => len,
+            Ok(Err(result)) => {
+                tracing::debug!(result, "connect failed");
+                broker.metrics.connect(result);
+                if result == "packet_too_large" {
+                    send_early_refusal(&stream, &buf, reason::PACKET_TOO_LARGE);
+                }
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!("no connect before the deadline");
+                broker.metrics.connect("timeout");
+                return None;
+            }
+        };
+    let connect = match throng_codec::decode(&buf[..frame_len], ProtocolVersion::V3_1_1) {
+        Ok(Packet::Connect(connect)) => connect,
+        Ok(_) => {
+            broker.metrics.connect("bad_first_packet");
+            return None;
+        }
+        Err(throng_codec::DecodeError::UnsupportedProtocolVersion(level)) => {
+            tracing::debug!(level, "unsupported protocol version");
+            broker.metrics.connect("bad_protocol");
+            let code = if level == 5 {
+                reason::UNSUPPORTED_PROTOCOL_VERSION
+            } else {
+                reason::v3::UNACCEPTABLE_PROTOCOL_VERSION
+            };
+            write_connack(&stream, ProtocolVersion::V3_1_1, code);
+            return None;
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "malformed connect");
+            broker.metrics.connect("malformed");
+            send_early_refusal(&stream, &buf[..frame_len], err.reason_code());
+            return None;
+        }
+    };
+    let rest = buf[frame_len..].to_vec();
+    let version = connect.protocol.unwrap_or(ProtocolVersion::V3_1_1);
+    match accept(stream, *connect, &meta, conn_id, broker).await {
+        Ok(mut conn) => {
+            broker.metrics.connect("accepted");
+            if !rest.is_empty() {
+                let mut out = io::take_output(&mut conn.pending_write);
+                let result = conn.on_bytes(&rest, &mut out);
+                if io::write_output(&conn.stream, out, &mut conn.pending_write).is_err()
+                    || result.is_err()
+                {
+                    let close = result.err().unwrap_or(super::Close::Lost);
+                    conn.finish(close);
+                    return None;
+                }
+            }
+            Some(conn)
+        }
+        Err((stream, refusal)) => {
+            tracing::debug!(result = refusal.result, "connect refused");
+            broker.metrics.connect(refusal.result);
+            if let Some(code) = refusal.code {
+                write_connack(&stream, version, code);
+            }
+            None
+        }
+    }
+}
+
+/// Reads until `buf` holds one whole frame; returns its length or a metric label.
+async fn read_first_frame(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    broker: &Broker,
+) -> Result<usize, &'static str> {
+    let max = broker.config.max_packet_size as usize;
+    loop {
+        match throng_codec::check(buf, max) {
+            Ok(Some(len)) => return Ok(len),
+            Ok(None) => {}
+            Err(throng_codec::DecodeError::PacketTooLarge { .. }) => {
+                return Err("packet_too_large");
+            }
+            Err(_) => return Err("malformed"),
+        }
+        if stream.readable().await.is_err() {
+            return Err("lost");
+        }
+        let mut chunk = [0u8; 512];
+        match stream.try_read(&mut chunk) {
+            Ok(0) => return Err("lost"),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err("lost"),
+        }
+    }
+}
+
+/// Best effort CONNACK for a v5 client whose CONNECT was refused before parsing.
+fn send_early_refusal(stream: &TcpStream, frame: &[u8], code: u8) {
+    if peek_protocol_level(frame) == Some(5) {
+        write_connack(stream, ProtocolVersion::V5, code);
+    }
+}
+
+/// Protocol level of a (possibly malformed) CONNECT: byte after the protocol name.
+fn peek_protocol_level(frame: &[u8]) -> Option<u8> {
+    let mut i = 1;
+    while *frame.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    let start = i + 1;
+    let name_len = usize::from(u16::from_be_bytes([
+        *frame.get(start)?,
+        *frame.get(start + 1)?,
+    ]));
+    frame.get(start + 2 + name_len).copied()
+}
+
+fn write_connack(stream: &TcpStream, version: ProtocolVersion, code: u8) {
+    let packet = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties: ConnAckProperties::default(),
+    });
+    let mut out = Vec::with_capacity(8);
+    if throng_codec::encode(&packet, version, &mut out).is_ok() {
+        let _ = stream.try_write(&out);
+    }
+}
+
+async fn accept(
+    stream: TcpStream,
+    connect: Connect,
+    meta: &ConnectMeta,
+    conn_id: u64,
+    broker: &Arc<Broker>,
+) -> Result<Connection, (TcpStream, Refusal)> {
+    let version = connect.protocol.unwrap_or(ProtocolVersion::V3_1_1);
+    let config = &broker.config;
+    let props = &connect.properties;
+    let mut ack_props = ConnAckProperties::default();
+
+    // Client identifier.
+    let client_id: Arc<str> = if connect.client_id.is_empty() {
+        let allowed =
+            version.is_v5() || (version == ProtocolVersion::V3_1_1 && connect.clean_start);
+        if !allowed {
+            return Err((
+                stream,
+                refuse(
+                    version,
+                    reason::CLIENT_IDENTIFIER_NOT_VALID,
+                    reason::v3::IDENTIFIER_REJECTED,
+                    "identifier_rejected",
+                ),
+            ));
+        }
+        let assigned = meta
+            .assigned_client_id
+            .clone()
+            .unwrap_or_else(assign_client_id);
+        if version.is_v5() {
+            ack_props.assigned_client_identifier = Some(assigned.clone());
+        }
+        Arc::from(assigned)
+    } else if connect.client_id.len() > config.max_client_id_len {
+        return Err((
+            stream,
+            refuse(
+                version,
+                reason::CLIENT_IDENTIFIER_NOT_VALID,
+                reason::v3::IDENTIFIER_REJECTED,
+                "identifier_rejected",
+            ),
+        ));
+    } else {
+        Arc::from(connect.client_id.as_str())
+    };
+
+    // Enhanced authentication: no method is supported.
+    if props.authentication_method.is_some() {
+        return Err((
+            stream,
+            refuse(
+                version,
+                reason::BAD_AUTHENTICATION_METHOD,
+                reason::v3::NOT_AUTHORIZED,
+                "bad_auth_method",
+            ),
+        ));
+    }
+    match broker
+        .security
+        .login(connect.username.as_deref(), connect.password.as_deref())
+    {
+        Login::Accepted => {}
+        Login::BadCredentials => {
+            return Err((
+                stream,
+                refuse(
+                    version,
+                    reason::BAD_USER_NAME_OR_PASSWORD,
+                    reason::v3::BAD_USER_NAME_OR_PASSWORD,
+                    "bad_credentials",
+                ),
+            ));
+        }
+        Login::NotAuthorized => {
+            return Err((
+                stream,
+                refuse(
+                    version,
+                    reason::NOT_AUTHORIZED,
+                    reason::v3::NOT_AUTHORIZED,
+                    "not_authorized",
+                ),
+            ));
+        }
+    }
+
+    // Keepalive: v5 is told the server's value; v3 cannot be, so it is refused (as Mosquitto does).
+    let mut keep_alive = connect.keep_alive;
+    if keep_alive > config.max_keepalive
+        || (keep_alive == 0 && config.max_keepalive < u16::MAX && version.is_v5())
+    {
+        if version.is_v5() {
+            keep_alive = config.max_keepalive;
+            ack_props.server_keep_alive = Some(keep_alive);
+        } else if keep_alive > config.max_keepalive {
+            return Err((
+                stream,
+                refuse(
+                    version,
+                    reason::CLIENT_IDENTIFIER_NOT_VALID,
+                    reason::v3::IDENTIFIER_REJECTED,
+                    "keepalive_too_long",
+                ),
+            ));
+        }
+    }
+
+    // Will topic must be a valid topic name.
+    if let Some(will) = &connect.will
+        && throng_topic::validate_topic_name(&will.topic).is_err()
+    {
+        return Err((
+            stream,
+            refuse(
+                version,
+                reason::TOPIC_NAME_INVALID,
+                reason::v3::NOT_AUTHORIZED,
+                "bad_will_topic",
+            ),
+        ));
+    }
+
+    // Session expiry, capped by the server.
+    let max_expiry = u32::try_from(config.max_session_expiry.as_secs()).unwrap_or(u32::MAX);
+    let expiry = if version.is_v5() {
+        let asked = props.session_expiry_interval.unwrap_or(0);
+        if asked > max_expiry {
+            ack_props.session_expiry_interval = Some(max_expiry);
+        }
+        asked.min(max_expiry)
+    } else if connect.clean_start {
+        0
+    } else {
+        max_expiry
+    };
+
+    let username: Option<Arc<str>> = connect.username.as_deref().map(Arc::from);
+    let will = connect.will.map(|will| PendingWill {
+        will,
+        username: username.clone(),
+    });
+    let signal = Arc::new(ConnSignal::default());
+    let link = ConnLink {
+        conn_id,
+        signal: signal.clone(),
+    };
+    let attached = broker.attach(client_id, connect.clean_start, expiry, will, username, link);
+
+    if version.is_v5() {
+        ack_props.receive_maximum = Some(config.receive_maximum);
+        ack_props.maximum_packet_size = Some(config.max_packet_size);
+        ack_props.topic_alias_maximum = Some(config.topic_alias_maximum);
+    }
+    let connack = Packet::ConnAck(ConnAck {
+        session_present: attached.session_present,
+        code: reason::SUCCESS,
+        properties: ack_props,
+    });
+    let mut conn = Connection {
+        stream,
+        broker: broker.clone(),
+        session: attached.session,
+        signal,
+        conn_id,
+        version,
+        keep_alive,
+        last_read: Instant::now(),
+        partial: Vec::new(),
+        pending_write: Vec::new(),
+        client_receive_maximum: props.receive_maximum.unwrap_or(u16::MAX),
+        client_max_packet_size: props.maximum_packet_size.unwrap_or(u32::MAX),
+        client_topic_alias_maximum: props.topic_alias_maximum.unwrap_or(0),
+        session_expiry_was_zero: expiry == 0,
+        aliases_in: None,
+        aliases_out: None,
+    };
+    let mut out = io::take_output(&mut conn.pending_write);
+    let encoded = throng_codec::encode(&connack, version, &mut out);
+    debug_assert!(encoded.is_ok());
+    conn.resend_inflight(&mut out);
+    conn.drain_session(&mut out);
+    if io::write_output(&conn.stream, out, &mut conn.pending_write).is_err() {
+        conn.finish(super::Close::Lost);
+        return Err((
+            conn.stream,
+            Refusal {
+                code: None,
+                result: "lost",
+            },
+        ));
+    }
+    Ok(conn)
+}
+
+fn assign_client_id() -> String {
+    format!("throng-{:016x}", rand::random::<u64>())
+}

@@ -1,0 +1,235 @@
+//! One client connection: the CONNECT phase, then a loop that waits on socket
+//! readiness, its session's wake-up and the keepalive deadline. Everything between
+//! awaits is synchronous, so an idle connection holds only this struct.
+
+mod connect;
+mod inbound;
+mod io;
+mod outbound;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use throng_codec::{Disconnect, Packet, ProtocolVersion, reason};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::broker::Broker;
+use crate::broker::Departure;
+use crate::session::{ConnSignal, Session};
+
+pub use connect::ConnectMeta;
+
+/// Pending output beyond this stops reading from the client until it drains.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Reads per readiness event before giving other connections a turn.
+const READS_PER_WAKE: usize = 4;
+
+/// Why the connection is closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Close {
+    /// DISCONNECT from the client.
+    Disconnected(Departure),
+    /// A protocol violation: v5 gets DISCONNECT with this reason first; the will goes out.
+    Protocol(u8),
+    KeepAliveTimeout,
+    /// The peer closed or the socket failed.
+    Lost,
+    /// Another connection took the session, or the server is shutting down.
+    Kicked(u8),
+}
+
+/// Per-connection state after a successful CONNECT.
+pub(crate) struct Connection {
+    stream: TcpStream,
+    broker: Arc<Broker>,
+    session: Arc<Session>,
+    signal: Arc<ConnSignal>,
+    conn_id: u64,
+    version: ProtocolVersion,
+    /// Effective keepalive in seconds; 0 disables the check.
+    keep_alive: u16,
+    last_read: Instant,
+    /// Bytes of an incomplete frame; empty at rest.
+    partial: Vec<u8>,
+    /// Bytes the socket would not take yet; empty at rest.
+    pending_write: Vec<u8>,
+    /// The client's limits (v5 CONNECT properties).
+    client_receive_maximum: u16,
+    client_max_packet_size: u32,
+    client_topic_alias_maximum: u16,
+    session_expiry_was_zero: bool,
+    aliases_in: Option<Box<HashMap<u16, Arc<str>>>>,
+    aliases_out: Option<Box<outbound::AliasesOut>>,
+}
+
+/// Serves one accepted socket until it closes. `initial` holds bytes already read
+/// (after a PROXY header or by an agent).
+pub async fn serve(stream: TcpStream, meta: ConnectMeta, initial: Vec<u8>, broker: Arc<Broker>) {
+    let conn_id = meta.conn_id.unwrap_or_else(|| broker.next_conn_id());
+    let span =
+        tracing::info_span!("conn", peer = %meta.peer, conn_id, client_id = tracing::field::Empty);
+    broker.metrics.connections.inc();
+    async {
+        if let Some(mut conn) = connect::handshake(stream, meta, initial, conn_id, &broker).await {
+            tracing::Span::current().record("client_id", &*conn.session.client_id);
+            let close = conn.run().await;
+            conn.finish(close);
+        }
+    }
+    .instrument(span)
+    .await;
+    broker.metrics.connections.dec();
+}
+
+impl Connection {
+    async fn run(&mut self) -> Close {
+        let keep_alive = Duration::from_millis(u64::from(self.keep_alive) * 1500);
+        let sleep = tokio::time::sleep(keep_alive);
+        tokio::pin!(sleep);
+        loop {
+            let can_read = self.pending_write.len() < WRITE_HIGH_WATER;
+            let step = tokio::select! {
+                biased;
+                _ = self.signal.notify.notified() => self.on_wake(),
+                ready = self.stream.readable(), if can_read => match ready {
+                    Ok(()) => self.on_readable(),
+                    Err(_) => Err(Close::Lost),
+                },
+                ready = self.stream.writable(), if !self.pending_write.is_empty() => match ready {
+                    Ok(()) => io::flush_pending(&self.stream, &mut self.pending_write).map_err(|_| Close::Lost),
+                    Err(_) => Err(Close::Lost),
+                },
+                () = &mut sleep, if self.keep_alive > 0 => {
+                    let deadline = self.last_read + keep_alive;
+                    if deadline <= Instant::now() {
+                        Err(Close::KeepAliveTimeout)
+                    } else {
+                        sleep.as_mut().reset(deadline);
+                        Ok(())
+                    }
+                }
+            };
+            if let Err(close) = step {
+                return close;
+            }
+        }
+    }
+
+    fn on_wake(&mut self) -> Result<(), Close> {
+        if let Some(reason) = self.signal.kicked() {
+            return Err(Close::Kicked(reason));
+        }
+        let mut out = io::take_output(&mut self.pending_write);
+        self.drain_session(&mut out);
+        io::write_output(&self.stream, out, &mut self.pending_write).map_err(|_| Close::Lost)
+    }
+
+    fn on_readable(&mut self) -> Result<(), Close> {
+        let mut out = io::take_output(&mut self.pending_write);
+        let mut result = Ok(());
+        for _ in 0..READS_PER_WAKE {
+            let step = io::with_read_scratch(|buf| match self.stream.try_read(buf) {
+                Ok(0) => Err(Close::Lost),
+                Ok(n) => self.on_bytes(&buf[..n], &mut out).map(|()| true),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+                Err(_) => Err(Close::Lost),
+            });
+            match step {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(close) => {
+                    result = Err(close);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            self.drain_session(&mut out);
+        }
+        let written = io::write_output(&self.stream, out, &mut self.pending_write);
+        result?;
+        written.map_err(|_| Close::Lost)
+    }
+
+    /// Feeds freshly read bytes through the frame parser.
+    fn on_bytes(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Close> {
+        self.last_read = Instant::now();
+        if self.partial.is_empty() {
+            let used = self.on_frames(bytes, out)?;
+            if used < bytes.len() {
+                self.partial = bytes[used..].to_vec();
+            }
+        } else {
+            let mut buf = std::mem::take(&mut self.partial);
+            buf.extend_from_slice(bytes);
+            let used = self.on_frames(&buf, out)?;
+            if used < buf.len() {
+                buf.drain(..used);
+                self.partial = buf;
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles every whole frame in `buf`; returns the bytes consumed.
+    fn on_frames(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Result<usize, Close> {
+        let max = self.broker.config.max_packet_size as usize;
+        let mut used = 0;
+        loop {
+            match throng_codec::check(&buf[used..], max) {
+                Ok(Some(len)) => {
+                    let frame = &buf[used..used + len];
+                    used += len;
+                    match throng_codec::decode(frame, self.version) {
+                        Ok(packet) => self.on_packet(packet, out)?,
+                        Err(err) => {
+                            tracing::debug!(error = %err, "bad packet");
+                            return Err(Close::Protocol(err.reason_code()));
+                        }
+                    }
+                }
+                Ok(None) => return Ok(used),
+                Err(err) => {
+                    tracing::debug!(error = %err, "bad packet");
+                    return Err(Close::Protocol(err.reason_code()));
+                }
+            }
+        }
+    }
+
+    /// Closes the connection: tells a v5 client why when the spec allows, then
+    /// detaches from the session.
+    fn finish(&mut self, close: Close) {
+        let departure = match close {
+            Close::Disconnected(departure) => departure,
+            Close::Kicked(_) | Close::Protocol(_) | Close::KeepAliveTimeout | Close::Lost => {
+                Departure::WithWill
+            }
+        };
+        let notify_reason = match close {
+            Close::Protocol(code) | Close::Kicked(code) => Some(code),
+            Close::KeepAliveTimeout => Some(reason::KEEP_ALIVE_TIMEOUT),
+            Close::Disconnected(_) | Close::Lost => None,
+        };
+        if let (Some(code), true) = (notify_reason, self.version.is_v5()) {
+            let mut out = io::take_output(&mut self.pending_write);
+            let packet = Packet::Disconnect(Disconnect {
+                reason: code,
+                ..Disconnect::default()
+            });
+            if throng_codec::encode(&packet, self.version, &mut out).is_ok() {
+                let _ = io::write_output(&self.stream, out, &mut self.pending_write);
+            }
+        }
+        tracing::debug!(?close, "connection closed");
+        match close {
+            // A taken-over session belongs to the new connection now; on shutdown
+            // the session stays as it is.
+            Close::Kicked(_) => {}
+            _ => self.broker.detach(&self.session, self.conn_id, departure),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The message handler (the paper's MH): a complete MQTT 3.1, 3.1.1 and 5.0 server
+//! for the connections it owns. `Handler::start` builds the engine; `run` serves it
+//! on the listeners it is given until `shutdown` completes.
+
+mod broker;
+mod config;
+mod connection;
+mod listener;
+mod message;
+mod metrics;
+mod security;
+mod session;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use throng_codec::reason;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::HandlerConfig;
+pub use connection::ConnectMeta;
+pub use listener::ListenerKind;
+
+use broker::Broker;
+use metrics::HandlerMetrics;
+use security::Security;
+
+/// A running handler engine: sessions, subscriptions, retained messages.
+pub struct Handler {
+    broker: Arc<Broker>,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Handler {
+    /// Validates the config, loads password and ACL files and registers metrics.
+    pub fn start(config: HandlerConfig, registry: &mut Registry) -> anyhow::Result<Handler> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let security = Security::load(&config)?;
+        let metrics = HandlerMetrics::default();
+        metrics.register(registry);
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        Ok(Handler {
+            broker: Broker::new(config, metrics, security),
+            permits,
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// Accepts connections on `listener` until shutdown.
+    pub fn serve(&self, listener: TcpListener, kind: ListenerKind) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(listener::accept_loop(
+            listener,
+            kind,
+            self.broker.clone(),
+            self.permits.clone(),
+            self.tracker.clone(),
+            self.stop.clone(),
+        ))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.broker.config.id
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.broker.session_count()
+    }
+
+    /// Stops accepting, tells every client the server is going away, and waits up to
+    /// the grace period for connections to close.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.broker.kick_all(reason::SERVER_SHUTTING_DOWN);
+        self.tracker.close();
+        let grace = self.broker.config.shutdown_grace;
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.tracker.len(),
+                "connections still open after the grace period"
+            );
+        }
+    }
+}
+
+/// Listeners a standalone handler serves.
+pub struct HandlerListeners {
+    pub mqtt: Option<TcpListener>,
+    pub handoff: Option<TcpListener>,
+    pub admin: Option<TcpListener>,
+}
+
+/// Runs one handler until `shutdown` completes.
+pub async fn run(
+    config: HandlerConfig,
+    listeners: HandlerListeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let handler = Handler::start(config, &mut registry)?;
+    if let Some(listener) = listeners.mqtt {
+        tracing::info!(addr = %listener.local_addr()?, handler = handler.id(), "mqtt listening");
+        handler.serve(listener, ListenerKind::Mqtt);
+    }
+    if let Some(listener) = listeners.handoff {
+        tracing::info!(addr = %listener.local_addr()?, handler = handler.id(), "hand-off listening");
+        handler.serve(listener, ListenerKind::Handoff);
+    }
+    let admin_stop = CancellationToken::new();
+    if let Some(listener) = listeners.admin {
+        tracing::info!(addr = %listener.local_addr()?, "admin listening");
+        let router =
+            throng_admin::router(Arc::new(registry), Arc::new(|| true), Default::default());
+        let stopped = admin_stop.clone();
+        tokio::spawn(async move {
+            if let Err(err) =
+                throng_admin::serve(listener, router, async move { stopped.cancelled().await })
+                    .await
+            {
+                tracing::error!(error = %err, "admin server failed");
+            }
+        });
+    }
+    shutdown.await;
+    tracing::info!("shutting down");
+    handler.shutdown().await;
+    admin_stop.cancel();
+    Ok(())
+}

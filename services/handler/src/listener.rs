@@ -1,0 +1,115 @@
+//! Accept loops: the plain MQTT listener, and the internal hand-off listener where
+//! every connection starts with a PROXY protocol v2 header from an agent. Both are
+//! bounded by one connection semaphore shared by the handler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use throng_proxy_protocol::ProxyHeader;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::connection::{self, ConnectMeta};
+
+/// What a listener expects first on each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// MQTT straight away.
+    Mqtt,
+    /// A PROXY v2 header (device address, conn id, assigned client id), then MQTT.
+    Handoff,
+}
+
+/// Largest PROXY header accepted on the hand-off listener.
+const MAX_PROXY_HEADER: usize = 4096 + 16;
+
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    kind: ListenerKind,
+    broker: Arc<Broker>,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = stop.cancelled() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let broker = broker.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let meta = ConnectMeta {
+                peer,
+                conn_id: None,
+                assigned_client_id: None,
+            };
+            match kind {
+                ListenerKind::Mqtt => connection::serve(stream, meta, Vec::new(), broker).await,
+                ListenerKind::Handoff => serve_handoff(stream, meta, broker).await,
+            }
+        });
+    }
+}
+
+async fn serve_handoff(stream: TcpStream, mut meta: ConnectMeta, broker: Arc<Broker>) {
+    let deadline = broker.config.connect_timeout;
+    match tokio::time::timeout(deadline, read_proxy_header(&stream)).await {
+        Ok(Ok((header, rest))) => {
+            if let Some(source) = header.source {
+                meta.peer = source;
+            }
+            meta.conn_id = header.conn_id();
+            meta.assigned_client_id = header.assigned_client_id().map(str::to_string);
+            connection::serve(stream, meta, rest, broker).await;
+        }
+        Ok(Err(err)) => {
+            tracing::debug!(peer = %meta.peer, error = %err, "bad hand-off header");
+            broker.metrics.connect("bad_handoff");
+        }
+        Err(_) => {
+            tracing::debug!(peer = %meta.peer, "no hand-off header before the deadline");
+            broker.metrics.connect("timeout");
+        }
+    }
+}
+
+/// Reads a PROXY header; returns it and any bytes read past it.
+async fn read_proxy_header(stream: &TcpStream) -> Result<(ProxyHeader, Vec<u8>), String> {
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        match throng_proxy_protocol::parse(&buf) {
+            Ok(Some((header, used))) => return Ok((header, buf[used..].to_vec())),
+            Ok(None) if buf.len() >= MAX_PROXY_HEADER => return Err("header too long".into()),
+            Ok(None) => {}
+            Err(err) => return Err(err.to_string()),
+        }
+        stream.readable().await.map_err(|e| e.to_string())?;
+        let mut chunk = [0u8; 512];
+        match stream.try_read(&mut chunk) {
+            Ok(0) => return Err("closed before the header".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}

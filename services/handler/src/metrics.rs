@@ -1,0 +1,122 @@
+//! The handler's Prometheus metrics, registered once per handler.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+/// Why a message was not delivered; each is a label value of `throng_messages_dropped_total`.
+#[derive(Clone, Copy, Debug)]
+pub enum DropReason {
+    /// QoS 0 for a session with no connection.
+    Offline,
+    /// The session's queue was full.
+    QueueFull,
+    /// Message expiry passed before it could be sent.
+    Expired,
+    /// Larger than the client's Maximum Packet Size.
+    TooLarge,
+    /// Publish refused by the ACL.
+    NotAuthorized,
+}
+
+impl DropReason {
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::Offline => "offline_qos0",
+            DropReason::QueueFull => "queue_full",
+            DropReason::Expired => "expired",
+            DropReason::TooLarge => "too_large",
+            DropReason::NotAuthorized => "not_authorized",
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct HandlerMetrics {
+    pub connections: Gauge,
+    pub connects: Family<ResultLabel, Counter>,
+    pub messages_received: Counter,
+    pub messages_sent: Counter,
+    pub messages_dropped: Family<ReasonLabel, Counter>,
+    pub retained_messages: Gauge,
+    pub sessions: Family<StateLabel, Gauge>,
+    pub subscriptions: Gauge,
+}
+
+impl HandlerMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "throng_handler_connections",
+            "Open client connections",
+            self.connections.clone(),
+        );
+        registry.register(
+            "throng_handler_connects",
+            "CONNECT attempts by result",
+            self.connects.clone(),
+        );
+        registry.register(
+            "throng_messages_received",
+            "PUBLISH packets received from clients",
+            self.messages_received.clone(),
+        );
+        registry.register(
+            "throng_messages_sent",
+            "PUBLISH packets sent to clients",
+            self.messages_sent.clone(),
+        );
+        registry.register(
+            "throng_messages_dropped",
+            "Messages not delivered, by reason",
+            self.messages_dropped.clone(),
+        );
+        registry.register(
+            "throng_retained_messages",
+            "Retained messages held",
+            self.retained_messages.clone(),
+        );
+        registry.register(
+            "throng_sessions",
+            "Sessions by state (online, offline)",
+            self.sessions.clone(),
+        );
+        registry.register(
+            "throng_subscriptions",
+            "Subscriptions held across sessions",
+            self.subscriptions.clone(),
+        );
+    }
+
+    pub fn connect(&self, result: &'static str) {
+        self.connects.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn dropped(&self, reason: DropReason) {
+        self.messages_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .inc();
+    }
+
+    pub fn sessions(&self, state: &'static str) -> Gauge {
+        self.sessions.get_or_create(&StateLabel { state }).clone()
+    }
+}

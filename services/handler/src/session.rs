@@ -1,0 +1,161 @@
+//! A client session: what survives a connection (subscriptions, queued and in-flight
+//! messages, QoS 2 receive state, will, expiry) and the link to its live connection.
+//!
+//! Lock order: the broker's index locks are never held while a session lock is taken
+//! by routing, and no code holds two session locks at once.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use parking_lot::Mutex;
+use throng_codec::{QoS, Will};
+use tokio::sync::Notify;
+
+use crate::message::Delivery;
+use crate::metrics::{DropReason, HandlerMetrics};
+
+/// Shared between a connection task and whoever needs to wake or stop it.
+#[derive(Debug, Default)]
+pub struct ConnSignal {
+    pub notify: Notify,
+    /// 0 while the connection may run; otherwise the reason code it must close with.
+    kick: AtomicU8,
+}
+
+impl ConnSignal {
+    pub fn kick(&self, reason: u8) {
+        self.kick.store(reason, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    pub fn kicked(&self) -> Option<u8> {
+        match self.kick.load(Ordering::Acquire) {
+            0 => None,
+            reason => Some(reason),
+        }
+    }
+}
+
+/// The session's handle on its current connection.
+#[derive(Debug, Clone)]
+pub struct ConnLink {
+    pub conn_id: u64,
+    pub signal: Arc<ConnSignal>,
+}
+
+/// Where an outgoing QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflightStage {
+    /// QoS 1 sent, waiting for PUBACK.
+    AwaitingPubAck,
+    /// QoS 2 sent, waiting for PUBREC.
+    AwaitingPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitingPubComp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub packet_id: u16,
+    pub stage: InflightStage,
+    pub delivery: Delivery,
+}
+
+/// A will waiting for its connection to end badly, or for its delay to pass.
+#[derive(Debug, Clone)]
+pub struct PendingWill {
+    pub will: Will,
+    pub username: Option<Arc<str>>,
+}
+
+#[derive(Debug, Default)]
+pub struct SessionState {
+    pub link: Option<ConnLink>,
+    /// Bumped on every attach; timers carry it so a stale timer does nothing.
+    pub epoch: u64,
+    /// Set once the session is discarded; nothing is queued to it afterwards.
+    pub ended: bool,
+    pub username: Option<Arc<str>>,
+    /// Filters exactly as subscribed (shared ones keep their `$share/` prefix); the
+    /// options live in the broker's index.
+    pub subscriptions: HashSet<Arc<str>>,
+    /// Messages not yet sent, oldest first.
+    pub queue: VecDeque<Delivery>,
+    /// Sent QoS 1/2 messages awaiting acknowledgement, in send order.
+    pub inflight: VecDeque<Inflight>,
+    pub next_packet_id: u16,
+    /// QoS 2 packet ids received and acknowledged with PUBREC, awaiting PUBREL.
+    pub incoming_qos2: HashSet<u16>,
+    /// Seconds the session outlives its connection.
+    pub expiry_interval: u32,
+    pub will: Option<PendingWill>,
+}
+
+impl SessionState {
+    /// Next free packet id for an outgoing message (1..=65535, skipping ids in flight).
+    pub fn allocate_packet_id(&mut self) -> u16 {
+        loop {
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            let candidate = self.next_packet_id;
+            if !self.inflight.iter().any(|f| f.packet_id == candidate) {
+                return candidate;
+            }
+        }
+    }
+
+    pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {
+        self.inflight.iter().position(|f| f.packet_id == packet_id)
+    }
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Arc<str>,
+    pub state: Mutex<SessionState>,
+}
+
+/// What happened to a message offered to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Queued,
+    Dropped,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, state: SessionState) -> Arc<Session> {
+        Arc::new(Session {
+            client_id,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// Queues a message for this session and wakes its connection.
+    /// Policy: QoS 0 for a session without a connection is dropped; when the queue
+    /// holds `max_queued` messages the new one is dropped. Both are counted.
+    pub fn enqueue(
+        &self,
+        delivery: Delivery,
+        max_queued: usize,
+        metrics: &HandlerMetrics,
+    ) -> Enqueued {
+        let mut state = self.state.lock();
+        if state.ended {
+            return Enqueued::Dropped;
+        }
+        if state.link.is_none() && delivery.qos == QoS::AtMostOnce {
+            metrics.dropped(DropReason::Offline);
+            return Enqueued::Dropped;
+        }
+        if state.queue.len() >= max_queued {
+            metrics.dropped(DropReason::QueueFull);
+            tracing::debug!(client_id = %self.client_id, qos = delivery.qos as u8, "session queue full, message dropped");
+            return Enqueued::Dropped;
+        }
+        state.queue.push_back(delivery);
+        if let Some(link) = &state.link {
+            link.signal.notify.notify_one();
+        }
+        Enqueued::Queued
+    }
+}
