@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Connection storm: open N connections as fast as allowed, optionally hold them idle.
-    Connect(connect::ConnectArgs),
+    Connect(Box<connect::ConnectArgs>),
     /// Internal: a worker process of a scenario (reads its config from stdin).
     #[command(hide = true)]
     Worker {
@@ -43,7 +43,7 @@ enum WorkerScenario {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Connect(args) => connect::run(args),
+        Command::Connect(args) => connect::run(*args),
         Command::Worker { scenario } => match scenario {
             WorkerScenario::Connect => connect::worker::run(),
         },

@@ -122,9 +122,10 @@ fn parse_tcp_counters(text: &str) -> BTreeMap<String, u64> {
             .zip(values.split_whitespace())
             .skip(1)
         {
-            if TCP_COUNTERS.contains(&name)
-                && let Ok(v) = value.parse()
-            {
+            if !TCP_COUNTERS.contains(&name) {
+                continue;
+            }
+            if let Ok(v) = value.parse() {
                 out.insert(name.to_owned(), v);
             }
         }

@@ -1,11 +1,13 @@
 //! Mosquitto ACL files: parsing `topic`/`user`/`pattern` lines and deciding
 //! publish, subscribe and delivery access for a client.
 //!
-//! Rules that apply to a client: `topic` lines before the first `user` line
-//! (for every client, anonymous included — note that Mosquitto applies these to
-//! anonymous clients only), the `topic` lines of the client's own `user`
-//! section, and every `pattern` line with `%c`/`%u` substituted. Access is
-//! denied unless some applicable rule grants it; an applicable `deny` wins.
+//! Rules that apply to a client: for an anonymous client (no username), the
+//! `topic` lines before the first `user` line; for a named client, the `topic`
+//! lines of its own `user` section (none if it has no section); and, for every
+//! client, each `pattern` line with `%c`/`%u` substituted. As in Mosquitto, the
+//! `topic` lines before the first `user` line never apply to named clients.
+//! Access is denied unless some applicable rule grants it; an applicable `deny`
+//! wins.
 
 use std::borrow::Cow;
 use std::collections::HashMap;

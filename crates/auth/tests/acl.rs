@@ -3,7 +3,7 @@
 use throng_auth::{AclFile, AuthError, ClientInfo, ParseErrorKind};
 
 const ACL: &str = "\
-# global rules: every client, anonymous included
+# global rules: anonymous clients only (as in Mosquitto)
 topic read public/#
 topic deny public/secret
 topic readwrite shared/chat
@@ -52,7 +52,9 @@ fn publish_table() {
         (ALICE, "sensors", true),
         (ALICE, "sensors/private/key", false),
         (ALICE, "config/a", false),
-        (ALICE, "shared/chat", true),
+        // global rules are for anonymous clients only
+        (ALICE, "shared/chat", false),
+        (BOB, "shared/chat", false),
         (BOB, "sensors/bob/kitchen/temp", true),
         (BOB, "sensors/bob/kitchen/humidity", false),
         (BOB, "sensors/alice/kitchen/temp", false),
@@ -84,7 +86,9 @@ fn receive_table() {
         (ANON, "public", true),
         (ANON, "public/secret", false),
         (ANON, "public/secret/sub", true),
-        (ALICE, "public/news", true),
+        // global rules are for anonymous clients only
+        (ALICE, "public/news", false),
+        (BOB, "public/news", false),
         (ALICE, "config/a", true),
         (ALICE, "config/a/b", false),
         (ALICE, "sensors/private", false),
@@ -145,7 +149,10 @@ fn subscribe_requires_coverage() {
 
 #[test]
 fn username_pattern_never_matches_anonymous() {
-    let acl = AclFile::parse("pattern readwrite u/%u/#\npattern deny d/%u\ntopic d/#").unwrap();
+    let acl = AclFile::parse(
+        "pattern readwrite u/%u/#\npattern deny d/%u\ntopic d/#\nuser carol\ntopic d/#",
+    )
+    .unwrap();
     let anon = ClientInfo::new("c", None);
     assert!(!acl.can_publish(&anon, "u/%u/x"));
     assert!(!acl.can_subscribe(&anon, "u/+/x"));
@@ -155,6 +162,7 @@ fn username_pattern_never_matches_anonymous() {
     );
     let carol = ClientInfo::new("c", Some("carol"));
     assert!(acl.can_publish(&carol, "u/carol/x"));
+    assert!(acl.can_publish(&carol, "d/x"));
     assert!(!acl.can_publish(&carol, "d/carol"));
 }
 
@@ -175,18 +183,40 @@ fn unsafe_substitutions_fail_closed() {
         acl.can_publish(&ok, "c/percent%u/z"),
         "values are not re-substituted"
     );
-    assert!(acl.can_publish(&ok, "x/y"));
+    // `topic x/#` is a global rule, so only an anonymous client holds that grant;
+    // a safe `%c` leaves the deny pattern narrow enough not to cover x/y.
+    let ok_anon = ClientInfo::new("percent%u", None);
+    assert!(acl.can_publish(&ok_anon, "x/y"));
+    assert!(!acl.can_publish(&ok_anon, "x/percent%u"));
 }
 
 #[test]
-fn user_sections_merge_and_unknown_users_get_globals_only() {
-    let acl = AclFile::parse("topic g\nuser a\ntopic one\nuser b\ntopic two\nuser a\ntopic three")
-        .unwrap();
+fn user_sections_merge_and_unknown_users_get_patterns_only() {
+    let acl = AclFile::parse(
+        "topic g\nuser a\ntopic one\nuser b\ntopic two\nuser a\ntopic three\npattern p/%u",
+    )
+    .unwrap();
     let a = ClientInfo::new("1", Some("a"));
     let z = ClientInfo::new("2", Some("z"));
-    assert!(acl.can_publish(&a, "one") && acl.can_publish(&a, "three") && acl.can_publish(&a, "g"));
+    let anon = ClientInfo::new("3", None);
+    assert!(acl.can_publish(&a, "one") && acl.can_publish(&a, "three"));
+    assert!(acl.can_publish(&a, "p/a"));
     assert!(!acl.can_publish(&a, "two"));
-    assert!(acl.can_publish(&z, "g") && !acl.can_publish(&z, "one"));
+    assert!(
+        !acl.can_publish(&a, "g"),
+        "named users do not get global rules"
+    );
+    assert!(
+        acl.can_publish(&z, "p/z"),
+        "unknown users still get patterns"
+    );
+    assert!(!acl.can_publish(&z, "g") && !acl.can_publish(&z, "one"));
+    assert!(!acl.can_publish(&z, "two") && !acl.can_publish(&z, "three"));
+    assert!(
+        acl.can_publish(&anon, "g"),
+        "anonymous clients get global rules"
+    );
+    assert!(!acl.can_publish(&anon, "one") && !acl.can_publish(&anon, "p/"));
 }
 
 #[test]

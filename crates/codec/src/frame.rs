@@ -92,7 +92,10 @@ mod tests {
     fn oversized_frame_rejected_from_header_alone() {
         assert_eq!(
             check(&[0x30, 0x80, 0x01], 100),
-            Err(DecodeError::PacketTooLarge { size: 131, max: 100 })
+            Err(DecodeError::PacketTooLarge {
+                size: 131,
+                max: 100
+            })
         );
         assert_eq!(check(&[0x30, 0x80, 0x01], 131), Ok(None));
     }

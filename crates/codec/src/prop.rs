@@ -156,10 +156,9 @@ fn next_prop<'a>(r: &mut Reader<'a>) -> Result<Prop<'a>> {
             r,
             "subscription identifier available not 0 or 1",
         )?),
-        SHARED_SUBSCRIPTION_AVAILABLE => Prop::SharedSubscriptionAvailable(flag(
-            r,
-            "shared subscription available not 0 or 1",
-        )?),
+        SHARED_SUBSCRIPTION_AVAILABLE => {
+            Prop::SharedSubscriptionAvailable(flag(r, "shared subscription available not 0 or 1")?)
+        }
         _ => return Err(unknown()),
     })
 }

@@ -21,7 +21,10 @@ fn roundtrip(version: ProtocolVersion, packet: &Packet) -> Result<(), TestCaseEr
     }
     prop_assert_eq!(check(frame, frame.len()), Ok(Some(frame.len())));
     prop_assert_eq!(&decode(frame, version)?, packet);
-    prop_assert_eq!(&decode_bytes(&Bytes::copy_from_slice(frame), version)?, packet);
+    prop_assert_eq!(
+        &decode_bytes(&Bytes::copy_from_slice(frame), version)?,
+        packet
+    );
 
     let mut buf = BytesMut::new();
     buf.extend_from_slice(frame);

@@ -110,6 +110,10 @@ struct ToolReport {
     rss_held_bytes: Option<u64>,
     /// Load-tool RSS growth per live connection (end of hold, else when connected).
     rss_per_connection_bytes: Option<f64>,
+    /// Load-tool CPU time (all workers) for the handshake phase, µs.
+    cpu_us: u64,
+    /// The same, per successful connection.
+    cpu_us_per_connection: Option<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -201,8 +205,9 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
     } else {
         Some(args.in_flight.unwrap_or(DEFAULT_IN_FLIGHT).max(1))
     };
-    if let Some(rate) = args.rate
-        && !(rate > 0.0 && rate.is_finite())
+    if args
+        .rate
+        .is_some_and(|rate| !(rate > 0.0 && rate.is_finite()))
     {
         bail!("--rate must be positive");
     }
@@ -216,6 +221,9 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
     };
     let ping_every_ms = u64::from(args.keepalive) * 1000 / 2;
 
+    for pid in &args.broker_pid {
+        procfs::sample(&pid.to_string()).with_context(|| format!("--broker-pid {pid}"))?;
+    }
     let mut broker = BrokerReport {
         pids: args.broker_pid.clone(),
         ..BrokerReport::default()
@@ -414,9 +422,11 @@ fn build_report(
         last_done_us = last_done_us.max(r.last_done_us);
         tool.rss_before_bytes += r.rss_before;
         tool.rss_connected_bytes += r.rss_connected;
+        tool.cpu_us += r.cpu_us;
     }
     let ok: u64 = connected.iter().map(|r| r.ok).sum();
     let failed: u64 = failures.values().sum();
+    tool.cpu_us_per_connection = (ok > 0).then(|| tool.cpu_us as f64 / ok as f64);
     let duration_s = last_done_us as f64 / 1e6;
 
     let hold = (args.hold > 0.0).then(|| {
@@ -449,12 +459,10 @@ fn build_report(
         broker.cpu_us_per_connection = per(conn.cpu_us.saturating_sub(before.cpu_us) as f64, ok);
         let end = broker.held.unwrap_or(conn);
         broker.rss_per_connection_bytes = per(end.rss_bytes as f64 - before.rss_bytes as f64, live);
-        if let Some(h) = broker.held
-            && held_secs > 0.0
-        {
-            broker.hold_cpu_share_of_core =
-                Some(h.cpu_us.saturating_sub(conn.cpu_us) as f64 / 1e6 / held_secs);
-        }
+        broker.hold_cpu_share_of_core = broker
+            .held
+            .filter(|_| held_secs > 0.0)
+            .map(|h| h.cpu_us.saturating_sub(conn.cpu_us) as f64 / 1e6 / held_secs);
     }
 
     Report {
@@ -610,8 +618,8 @@ fn print_table(r: &Report) {
             .join(",");
         let rss = |s: &Option<Sample>| s.map_or("n/a".to_owned(), |s| bytes(s.rss_bytes as f64));
         line(format!(
-            "{:<22}RSS before {}, connected {}, end of hold {}",
-            format!("broker (pid {pids})"),
+            "{:<22}pid {pids}: RSS before {}, connected {}, end of hold {}",
+            "broker",
             rss(&b.before),
             rss(&b.connected),
             rss(&b.held)
@@ -644,6 +652,13 @@ fn print_table(r: &Report) {
             bytes(b as f64)
         )),
         t.rss_per_connection_bytes.map_or("n/a".into(), bytes)
+    ));
+    line(format!(
+        "{:<22}CPU {} while connecting = {} per connection",
+        "",
+        micros(t.cpu_us),
+        t.cpu_us_per_connection
+            .map_or("n/a".into(), |us| format!("{us:.1} µs"))
     ));
     print!("{out}");
 }

@@ -71,6 +71,8 @@ pub struct ConnectedReport {
     /// This worker's resident memory before connecting and when all were connected, bytes.
     pub rss_before: u64,
     pub rss_connected: u64,
+    /// This worker's CPU time (user + system) spent from its start to all connected, µs.
+    pub cpu_us: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -130,6 +130,7 @@ async fn run_async(
         tokio::time::sleep(Duration::from_millis(cfg.start_at_unix_ms - now_ms)).await;
     }
     let rss_before = procfs::rss_bytes("self").unwrap_or(0);
+    let cpu_before = procfs::cpu_us("self").unwrap_or(0);
     let start = Instant::now();
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
@@ -190,6 +191,9 @@ async fn run_async(
     report.last_done_us = last_done.duration_since(start).as_micros() as u64;
     drop((connack, tcp, completion));
     report.rss_connected = procfs::rss_bytes("self").unwrap_or(0);
+    report.cpu_us = procfs::cpu_us("self")
+        .unwrap_or(0)
+        .saturating_sub(cpu_before);
     emit(&WorkerMsg::Connected(Box::new(report)));
 
     hold(&cfg, conns, &mut cmd_rx).await;
@@ -245,8 +249,10 @@ async fn handshake_inner(
     tcp_us: &mut Option<u64>,
 ) -> Result<StdStream, Failure> {
     let target = cfg.targets[(index % cfg.targets.len() as u64) as usize];
+    // A source address of the other family than the target is left to the kernel.
     let source = (!cfg.source_ips.is_empty())
-        .then(|| cfg.source_ips[(index % cfg.source_ips.len() as u64) as usize]);
+        .then(|| cfg.source_ips[(index % cfg.source_ips.len() as u64) as usize])
+        .filter(|ip| ip.is_ipv4() == target.is_ipv4());
     let socket = client_socket(source, target).map_err(Failure::Io)?;
     let mut stream = socket.connect(target).await.map_err(Failure::Io)?;
     *tcp_us = Some(t0.elapsed().as_micros() as u64);

@@ -56,6 +56,7 @@ pub(crate) async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
+        let stop = stop.clone();
         tracker.spawn(async move {
             let _permit = permit;
             let meta = ConnectMeta {
@@ -64,23 +65,34 @@ pub(crate) async fn accept_loop(
                 assigned_client_id: None,
             };
             match kind {
-                ListenerKind::Mqtt => connection::serve(stream, meta, Vec::new(), broker).await,
-                ListenerKind::Handoff => serve_handoff(stream, meta, broker).await,
+                ListenerKind::Mqtt => {
+                    connection::serve(stream, meta, Vec::new(), broker, stop).await;
+                }
+                ListenerKind::Handoff => serve_handoff(stream, meta, broker, stop).await,
             }
         });
     }
 }
 
-async fn serve_handoff(stream: TcpStream, mut meta: ConnectMeta, broker: Arc<Broker>) {
+async fn serve_handoff(
+    stream: TcpStream,
+    mut meta: ConnectMeta,
+    broker: Arc<Broker>,
+    stop: CancellationToken,
+) {
     let deadline = broker.config.connect_timeout;
-    match tokio::time::timeout(deadline, read_proxy_header(&stream)).await {
+    let header = tokio::select! {
+        header = tokio::time::timeout(deadline, read_proxy_header(&stream)) => header,
+        () = stop.cancelled() => return,
+    };
+    match header {
         Ok(Ok((header, rest))) => {
             if let Some(source) = header.source {
                 meta.peer = source;
             }
             meta.conn_id = header.conn_id();
             meta.assigned_client_id = header.assigned_client_id().map(str::to_string);
-            connection::serve(stream, meta, rest, broker).await;
+            connection::serve(stream, meta, rest, broker, stop).await;
         }
         Ok(Err(err)) => {
             tracing::debug!(peer = %meta.peer, error = %err, "bad hand-off header");

@@ -46,6 +46,7 @@ pub struct ConnLink {
 
 /// Where an outgoing QoS 1/2 message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // named after the packet each stage awaits
 pub enum InflightStage {
     /// QoS 1 sent, waiting for PUBACK.
     AwaitingPubAck,
@@ -60,6 +61,9 @@ pub struct Inflight {
     pub packet_id: u16,
     pub stage: InflightStage,
     pub delivery: Delivery,
+    /// The PUBLISH must be sent again (with DUP) on the current connection once the
+    /// client's Receive Maximum leaves room; set when a session is resumed.
+    pub resend: bool,
 }
 
 /// A will waiting for its connection to end badly, or for its delay to pass.

@@ -108,7 +108,11 @@ pub(super) fn connect(r: &mut Reader<'_>, ctx: Ctx<'_>) -> Result<Connect> {
 }
 
 /// CONNACK: acknowledge flags, return/reason code and (5.0) properties.
-pub(super) fn connack(r: &mut Reader<'_>, version: ProtocolVersion, ctx: Ctx<'_>) -> Result<ConnAck> {
+pub(super) fn connack(
+    r: &mut Reader<'_>,
+    version: ProtocolVersion,
+    ctx: Ctx<'_>,
+) -> Result<ConnAck> {
     let v5 = version.is_v5();
     let flags = r.u8()?;
     if flags & 0xFE != 0 {
@@ -158,9 +162,7 @@ pub(super) fn connack(r: &mut Reader<'_>, version: ProtocolVersion, ctx: Ctx<'_>
             Prop::ResponseInformation(v) => once(&mut p.response_information, v.to_owned()),
             Prop::ServerReference(v) => once(&mut p.server_reference, v.to_owned()),
             Prop::AuthenticationMethod(v) => once(&mut p.authentication_method, v.to_owned()),
-            Prop::AuthenticationData(v) => {
-                once(&mut p.authentication_data, ctx.bytes(v))
-            }
+            Prop::AuthenticationData(v) => once(&mut p.authentication_data, ctx.bytes(v)),
             _ => Err(not_allowed()),
         })?;
     }

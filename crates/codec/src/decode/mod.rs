@@ -209,9 +209,7 @@ fn auth(r: &mut Reader<'_>, ctx: Ctx<'_>) -> Result<Auth> {
         if !r.is_empty() {
             read_props(r, |prop| match prop {
                 Prop::AuthenticationMethod(v) => once(&mut a.authentication_method, v.to_owned()),
-                Prop::AuthenticationData(v) => {
-                    once(&mut a.authentication_data, ctx.bytes(v))
-                }
+                Prop::AuthenticationData(v) => once(&mut a.authentication_data, ctx.bytes(v)),
                 Prop::ReasonString(v) => once(&mut a.reason_string, v.to_owned()),
                 Prop::UserProperty(k, v) => {
                     push_user(&mut a.user_properties, k, v);

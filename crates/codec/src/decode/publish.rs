@@ -17,8 +17,8 @@ pub(super) fn publish(
 ) -> Result<Publish> {
     let v5 = version.is_v5();
     let dup = flags & 0x08 != 0;
-    let qos = QoS::from_u8((flags >> 1) & 0x03)
-        .ok_or(DecodeError::MalformedPacket("publish qos 3"))?;
+    let qos =
+        QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::MalformedPacket("publish qos 3"))?;
     if dup && qos == QoS::AtMostOnce {
         return Err(violation(version, "dup set on a qos 0 publish"));
     }

@@ -38,7 +38,9 @@ pub(super) fn subscribe(r: &mut Reader<'_>, version: ProtocolVersion) -> Result<
         s.filters.push((filter.to_owned(), options));
     }
     if s.filters.is_empty() {
-        return Err(DecodeError::ProtocolError("subscribe without topic filters"));
+        return Err(DecodeError::ProtocolError(
+            "subscribe without topic filters",
+        ));
     }
     Ok(s)
 }
@@ -51,8 +53,8 @@ fn options(byte: u8, v5: bool) -> Result<SubscriptionOptions> {
             "subscription options reserved bits set",
         ));
     }
-    let qos = QoS::from_u8(byte & 0x03)
-        .ok_or(DecodeError::MalformedPacket("subscription qos 3"))?;
+    let qos =
+        QoS::from_u8(byte & 0x03).ok_or(DecodeError::MalformedPacket("subscription qos 3"))?;
     let retain_handling = (byte >> 4) & 0x03;
     if retain_handling == 3 {
         return Err(DecodeError::MalformedPacket("retain handling 3"));

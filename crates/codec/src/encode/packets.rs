@@ -17,7 +17,9 @@ pub(super) fn connect<S: Sink>(c: &Connect, version: ProtocolVersion, s: &mut S)
     };
     let v5 = version.is_v5();
     if !v5 && c.password.is_some() && c.username.is_none() {
-        return Err(EncodeError::Invalid("password without user name in mqtt 3.1.x"));
+        return Err(EncodeError::Invalid(
+            "password without user name in mqtt 3.1.x",
+        ));
     }
     let mut flags = u8::from(c.clean_start) << 1;
     if let Some(will) = &c.will {

@@ -5,8 +5,8 @@ use super::{Count, Result, Sink, put_binary, put_str};
 use crate::error::EncodeError;
 use crate::frame::MAX_REMAINING_LENGTH;
 use crate::packet::{
-    Auth, ConnAckProperties, ConnectProperties, Disconnect, PublishProperties, QoS,
-    UserProperties, Will,
+    Auth, ConnAckProperties, ConnectProperties, Disconnect, PublishProperties, QoS, UserProperties,
+    Will,
 };
 use crate::prop::*;
 
@@ -99,9 +99,21 @@ impl PropSet for ConnectProperties {
         let max_packet = nonzero(self.maximum_packet_size, "maximum packet size 0")?;
         u32_prop(s, MAXIMUM_PACKET_SIZE, max_packet);
         u16_prop(s, TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        bool_prop(s, REQUEST_RESPONSE_INFORMATION, self.request_response_information);
-        bool_prop(s, REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
-        str_prop(s, AUTHENTICATION_METHOD, self.authentication_method.as_deref())?;
+        bool_prop(
+            s,
+            REQUEST_RESPONSE_INFORMATION,
+            self.request_response_information,
+        );
+        bool_prop(
+            s,
+            REQUEST_PROBLEM_INFORMATION,
+            self.request_problem_information,
+        );
+        str_prop(
+            s,
+            AUTHENTICATION_METHOD,
+            self.authentication_method.as_deref(),
+        )?;
         bin_prop(s, AUTHENTICATION_DATA, self.authentication_data.as_deref())?;
         users(s, &self.user_properties)
     }
@@ -129,9 +141,17 @@ impl PropSet for ConnAckProperties {
         let shared = self.shared_subscription_available;
         bool_prop(s, SHARED_SUBSCRIPTION_AVAILABLE, shared);
         u16_prop(s, SERVER_KEEP_ALIVE, self.server_keep_alive);
-        str_prop(s, RESPONSE_INFORMATION, self.response_information.as_deref())?;
+        str_prop(
+            s,
+            RESPONSE_INFORMATION,
+            self.response_information.as_deref(),
+        )?;
         str_prop(s, SERVER_REFERENCE, self.server_reference.as_deref())?;
-        str_prop(s, AUTHENTICATION_METHOD, self.authentication_method.as_deref())?;
+        str_prop(
+            s,
+            AUTHENTICATION_METHOD,
+            self.authentication_method.as_deref(),
+        )?;
         bin_prop(s, AUTHENTICATION_DATA, self.authentication_data.as_deref())?;
         users(s, &self.user_properties)
     }

@@ -140,19 +140,29 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
         option::of(bytes()),
         connect_props(),
     )
-        .prop_map(move |(clean_start, keep_alive, client_id, will, username, password, props)| {
-            let password = if v5 || username.is_some() { password } else { None };
-            Packet::Connect(Box::new(Connect {
-                protocol: Some(version),
-                clean_start,
-                keep_alive,
-                client_id,
-                will,
-                username,
-                password,
-                properties: if v5 { props } else { ConnectProperties::default() },
-            }))
-        })
+        .prop_map(
+            move |(clean_start, keep_alive, client_id, will, username, password, props)| {
+                let password = if v5 || username.is_some() {
+                    password
+                } else {
+                    None
+                };
+                Packet::Connect(Box::new(Connect {
+                    protocol: Some(version),
+                    clean_start,
+                    keep_alive,
+                    client_id,
+                    will,
+                    username,
+                    password,
+                    properties: if v5 {
+                        props
+                    } else {
+                        ConnectProperties::default()
+                    },
+                }))
+            },
+        )
 }
 
 fn connack_props() -> impl Strategy<Value = ConnAckProperties> {
@@ -179,24 +189,26 @@ fn connack_props() -> impl Strategy<Value = ConnAckProperties> {
             option::of(bytes()),
         ),
     )
-        .prop_map(|((a, b, c, d, e, f, g, h), (i, j, k, l, m, n, o, p, q))| ConnAckProperties {
-            session_expiry_interval: a,
-            receive_maximum: b,
-            maximum_qos: c,
-            retain_available: d,
-            maximum_packet_size: e,
-            assigned_client_identifier: f,
-            topic_alias_maximum: g,
-            reason_string: h,
-            user_properties: i,
-            wildcard_subscription_available: j,
-            subscription_identifiers_available: k,
-            shared_subscription_available: l,
-            server_keep_alive: m,
-            response_information: n,
-            server_reference: o,
-            authentication_method: p,
-            authentication_data: q,
+        .prop_map(|((a, b, c, d, e, f, g, h), (i, j, k, l, m, n, o, p, q))| {
+            ConnAckProperties {
+                session_expiry_interval: a,
+                receive_maximum: b,
+                maximum_qos: c,
+                retain_available: d,
+                maximum_packet_size: e,
+                assigned_client_identifier: f,
+                topic_alias_maximum: g,
+                reason_string: h,
+                user_properties: i,
+                wildcard_subscription_available: j,
+                subscription_identifiers_available: k,
+                shared_subscription_available: l,
+                server_keep_alive: m,
+                response_information: n,
+                server_reference: o,
+                authentication_method: p,
+                authentication_data: q,
+            }
         })
 }
 
@@ -206,34 +218,61 @@ fn connack(v5: bool) -> impl Strategy<Value = Packet> {
         Packet::ConnAck(ConnAck {
             session_present: sp && code == 0,
             code,
-            properties: if v5 { props } else { ConnAckProperties::default() },
+            properties: if v5 {
+                props
+            } else {
+                ConnAckProperties::default()
+            },
         })
     })
 }
 
 fn publish(v5: bool) -> impl Strategy<Value = Packet> {
-    (qos(), any::<bool>(), any::<bool>(), topic_name(), any::<bool>(), 1u16.., bytes(), publish_props())
-        .prop_map(move |(qos, dup, retain, topic, empty_topic, id, payload, props)| {
-            let properties = if v5 { props } else { PublishProperties::default() };
-            let empty = v5 && empty_topic && properties.topic_alias.is_some();
-            Packet::Publish(Publish {
-                dup: dup && qos != QoS::AtMostOnce,
-                qos,
-                retain,
-                topic: if empty { String::new() } else { topic },
-                packet_id: (qos != QoS::AtMostOnce).then_some(id),
-                payload,
-                properties,
-            })
-        })
+    (
+        qos(),
+        any::<bool>(),
+        any::<bool>(),
+        topic_name(),
+        any::<bool>(),
+        1u16..,
+        bytes(),
+        publish_props(),
+    )
+        .prop_map(
+            move |(qos, dup, retain, topic, empty_topic, id, payload, props)| {
+                let properties = if v5 {
+                    props
+                } else {
+                    PublishProperties::default()
+                };
+                let empty = v5 && empty_topic && properties.topic_alias.is_some();
+                Packet::Publish(Publish {
+                    dup: dup && qos != QoS::AtMostOnce,
+                    qos,
+                    retain,
+                    topic: if empty { String::new() } else { topic },
+                    packet_id: (qos != QoS::AtMostOnce).then_some(id),
+                    payload,
+                    properties,
+                })
+            },
+        )
 }
 
 fn pub_resp(v5: bool, codes: &'static [u8]) -> impl Strategy<Value = PubResp> {
     (1u16.., code(codes), option::of(string()), users()).prop_map(move |(id, reason, rs, up)| {
         if v5 {
-            PubResp { packet_id: id, reason, reason_string: rs, user_properties: up }
+            PubResp {
+                packet_id: id,
+                reason,
+                reason_string: rs,
+                user_properties: up,
+            }
         } else {
-            PubResp { packet_id: id, ..PubResp::default() }
+            PubResp {
+                packet_id: id,
+                ..PubResp::default()
+            }
         }
     })
 }
@@ -241,15 +280,28 @@ fn pub_resp(v5: bool, codes: &'static [u8]) -> impl Strategy<Value = PubResp> {
 fn options(v5: bool) -> impl Strategy<Value = SubscriptionOptions> {
     (qos(), any::<bool>(), any::<bool>(), 0u8..=2).prop_map(move |(qos, nl, rap, rh)| {
         if v5 {
-            SubscriptionOptions { qos, no_local: nl, retain_as_published: rap, retain_handling: rh }
+            SubscriptionOptions {
+                qos,
+                no_local: nl,
+                retain_as_published: rap,
+                retain_handling: rh,
+            }
         } else {
-            SubscriptionOptions { qos, ..SubscriptionOptions::default() }
+            SubscriptionOptions {
+                qos,
+                ..SubscriptionOptions::default()
+            }
         }
     })
 }
 
 fn subscribe(v5: bool) -> impl Strategy<Value = Packet> {
-    (1u16.., option::of(1u32..=268_435_455), users(), vec((topic_filter(), options(v5)), 1..4))
+    (
+        1u16..,
+        option::of(1u32..=268_435_455),
+        users(),
+        vec((topic_filter(), options(v5)), 1..4),
+    )
         .prop_map(move |(packet_id, sid, up, filters)| {
             Packet::Subscribe(Subscribe {
                 packet_id,
@@ -262,16 +314,20 @@ fn subscribe(v5: bool) -> impl Strategy<Value = Packet> {
 
 fn suback(v5: bool) -> impl Strategy<Value = Packet> {
     let codes: &'static [u8] = if v5 { SUBACK_V5 } else { &[0, 1, 2, 0x80] };
-    (1u16.., option::of(string()), users(), vec(code(codes), 1..4)).prop_map(
-        move |(packet_id, rs, up, codes)| {
+    (
+        1u16..,
+        option::of(string()),
+        users(),
+        vec(code(codes), 1..4),
+    )
+        .prop_map(move |(packet_id, rs, up, codes)| {
             Packet::SubAck(SubAck {
                 packet_id,
                 reason_string: rs.filter(|_| v5),
                 user_properties: if v5 { up } else { Vec::new() },
                 codes,
             })
-        },
-    )
+        })
 }
 
 fn unsubscribe(v5: bool) -> impl Strategy<Value = Packet> {
@@ -285,19 +341,37 @@ fn unsubscribe(v5: bool) -> impl Strategy<Value = Packet> {
 }
 
 fn unsuback(v5: bool) -> impl Strategy<Value = Packet> {
-    (1u16.., option::of(string()), users(), vec(code(UNSUBACK), 1..4)).prop_map(
-        move |(packet_id, rs, up, codes)| {
-            if v5 {
-                Packet::UnsubAck(UnsubAck { packet_id, reason_string: rs, user_properties: up, codes })
-            } else {
-                Packet::UnsubAck(UnsubAck { packet_id, ..UnsubAck::default() })
-            }
-        },
+    (
+        1u16..,
+        option::of(string()),
+        users(),
+        vec(code(UNSUBACK), 1..4),
     )
+        .prop_map(move |(packet_id, rs, up, codes)| {
+            if v5 {
+                Packet::UnsubAck(UnsubAck {
+                    packet_id,
+                    reason_string: rs,
+                    user_properties: up,
+                    codes,
+                })
+            } else {
+                Packet::UnsubAck(UnsubAck {
+                    packet_id,
+                    ..UnsubAck::default()
+                })
+            }
+        })
 }
 
 fn disconnect(v5: bool) -> impl Strategy<Value = Packet> {
-    (code(DISCONNECT), option::of(any::<u32>()), option::of(string()), users(), option::of(string()))
+    (
+        code(DISCONNECT),
+        option::of(any::<u32>()),
+        option::of(string()),
+        users(),
+        option::of(string()),
+    )
         .prop_map(move |(reason, se, rs, up, sr)| {
             Packet::Disconnect(if v5 {
                 Disconnect {
@@ -314,7 +388,13 @@ fn disconnect(v5: bool) -> impl Strategy<Value = Packet> {
 }
 
 fn auth() -> impl Strategy<Value = Packet> {
-    (code(&[0x00, 0x18, 0x19]), option::of(string()), option::of(bytes()), option::of(string()), users())
+    (
+        code(&[0x00, 0x18, 0x19]),
+        option::of(string()),
+        option::of(bytes()),
+        option::of(string()),
+        users(),
+    )
         .prop_map(|(reason, am, ad, rs, up)| {
             Packet::Auth(Auth {
                 reason,

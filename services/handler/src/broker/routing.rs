@@ -64,10 +64,10 @@ impl Broker {
             let same_group = iter
                 .peek()
                 .is_some_and(|(g, f, _)| *g == group && *f == filter);
-            if !same_group {
-                if let Some(chosen) = self.pick_share_member(std::mem::take(&mut members)) {
-                    targets.push(Target::new(chosen));
-                }
+            if !same_group
+                && let Some(chosen) = self.pick_share_member(std::mem::take(&mut members))
+            {
+                targets.push(Target::new(chosen));
             }
         }
         let mut queued = 0;

@@ -126,6 +126,11 @@ async fn read_first_frame(
 ) -> Result<usize, &'static str> {
     let max = broker.config.max_packet_size as usize;
     loop {
+        // Anything but CONNECT is refused from its first byte, without buffering
+        // the body it announces.
+        if buf.first().is_some_and(|&first| first >> 4 != 1) {
+            return Err("bad_first_packet");
+        }
         match throng_codec::check(buf, max) {
             Ok(Some(len)) => return Ok(len),
             Ok(None) => {}
@@ -363,7 +368,7 @@ async fn accept(
     let mut out = io::take_output(&mut conn.pending_write);
     let encoded = throng_codec::encode(&connack, version, &mut out);
     debug_assert!(encoded.is_ok());
-    conn.resend_inflight(&mut out);
+    conn.resend_inflight();
     conn.drain_session(&mut out);
     if io::write_output(&conn.stream, out, &mut conn.pending_write).is_err() {
         conn.finish(super::Close::Lost);

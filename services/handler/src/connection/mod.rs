@@ -14,6 +14,7 @@ use std::time::Duration;
 use throng_codec::{Disconnect, Packet, ProtocolVersion, reason};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::broker::Broker;
@@ -61,21 +62,42 @@ pub(crate) struct Connection {
     client_max_packet_size: u32,
     client_topic_alias_maximum: u16,
     session_expiry_was_zero: bool,
+    // Boxed on purpose: an idle connection pays one pointer, not an empty map.
+    #[allow(clippy::box_collection)]
     aliases_in: Option<Box<HashMap<u16, Arc<str>>>>,
     aliases_out: Option<Box<outbound::AliasesOut>>,
 }
 
 /// Serves one accepted socket until it closes. `initial` holds bytes already read
-/// (after a PROXY header or by an agent).
-pub async fn serve(stream: TcpStream, meta: ConnectMeta, initial: Vec<u8>, broker: Arc<Broker>) {
+/// (after a PROXY header or by an agent). `stop` ends the CONNECT phase at shutdown;
+/// a connected client is told to go by its session's kick instead.
+pub async fn serve(
+    stream: TcpStream,
+    meta: ConnectMeta,
+    initial: Vec<u8>,
+    broker: Arc<Broker>,
+    stop: CancellationToken,
+) {
     let conn_id = meta.conn_id.unwrap_or_else(|| broker.next_conn_id());
     let span =
         tracing::info_span!("conn", peer = %meta.peer, conn_id, client_id = tracing::field::Empty);
     broker.metrics.connections.inc();
     async {
-        if let Some(mut conn) = connect::handshake(stream, meta, initial, conn_id, &broker).await {
+        let connected = tokio::select! {
+            connected = connect::handshake(stream, meta, initial, conn_id, &broker) => connected,
+            () = stop.cancelled() => {
+                tracing::debug!("shutting down before connect");
+                None
+            }
+        };
+        if let Some(mut conn) = connected {
             tracing::Span::current().record("client_id", &*conn.session.client_id);
-            let close = conn.run().await;
+            // Attached after shutdown began, possibly too late for the kick.
+            let close = if stop.is_cancelled() {
+                Close::Kicked(reason::SERVER_SHUTTING_DOWN)
+            } else {
+                conn.run().await
+            };
             conn.finish(close);
         }
     }
@@ -99,7 +121,7 @@ impl Connection {
                     Err(_) => Err(Close::Lost),
                 },
                 ready = self.stream.writable(), if !self.pending_write.is_empty() => match ready {
-                    Ok(()) => io::flush_pending(&self.stream, &mut self.pending_write).map_err(|_| Close::Lost),
+                    Ok(()) => self.on_writable(),
                     Err(_) => Err(Close::Lost),
                 },
                 () = &mut sleep, if self.keep_alive > 0 => {
@@ -121,6 +143,17 @@ impl Connection {
     fn on_wake(&mut self) -> Result<(), Close> {
         if let Some(reason) = self.signal.kicked() {
             return Err(Close::Kicked(reason));
+        }
+        let mut out = io::take_output(&mut self.pending_write);
+        self.drain_session(&mut out);
+        io::write_output(&self.stream, out, &mut self.pending_write).map_err(|_| Close::Lost)
+    }
+
+    /// Writes what the socket takes now, then refills from the session's queue.
+    fn on_writable(&mut self) -> Result<(), Close> {
+        io::flush_pending(&self.stream, &mut self.pending_write).map_err(|_| Close::Lost)?;
+        if self.pending_write.len() >= WRITE_HIGH_WATER {
+            return Ok(());
         }
         let mut out = io::take_output(&mut self.pending_write);
         self.drain_session(&mut out);
@@ -187,7 +220,7 @@ impl Connection {
                         Ok(packet) => self.on_packet(packet, out)?,
                         Err(err) => {
                             tracing::debug!(error = %err, "bad packet");
-                            return Err(Close::Protocol(err.reason_code()));
+                            return Err(Close::Protocol(disconnect_reason(&err)));
                         }
                     }
                 }
@@ -231,5 +264,15 @@ impl Connection {
             Close::Kicked(_) => {}
             _ => self.broker.detach(&self.session, self.conn_id, departure),
         }
+    }
+}
+
+/// The DISCONNECT reason for a packet that failed to decode. The codec reports
+/// Topic Alias 0 as a generic protocol error; the more specific 0x94 (Topic Alias
+/// invalid) tells the client what it did, as for an alias above the maximum.
+fn disconnect_reason(err: &throng_codec::DecodeError) -> u8 {
+    match err {
+        throng_codec::DecodeError::ProtocolError("topic alias 0") => reason::TOPIC_ALIAS_INVALID,
+        _ => err.reason_code(),
     }
 }

@@ -20,7 +20,9 @@ pub(crate) struct AliasesOut {
 }
 
 impl Connection {
-    /// Sends queued messages while the in-flight window has room.
+    /// Sends queued messages while the in-flight window has room and the client's
+    /// unwritten bytes stay under the high-water mark; the rest waits in the
+    /// session's bounded queue.
     pub(super) fn drain_session(&mut self, out: &mut Vec<u8>) {
         let window = usize::from(
             self.client_receive_maximum
@@ -29,7 +31,28 @@ impl Connection {
         let now = Instant::now();
         let session = self.session.clone();
         let mut state = session.state.lock();
+        // Resumed messages first, in their original order and with their original ids;
+        // a PUBREL is not a PUBLISH and needs no room in the window.
+        let mut sent = state.inflight.iter().filter(|f| !f.resend).count();
+        for inflight in state.inflight.iter_mut().filter(|f| f.resend) {
+            if out.len() >= super::WRITE_HIGH_WATER {
+                break;
+            }
+            if inflight.stage == InflightStage::AwaitingPubComp {
+                let rel = Packet::PubRel(self.resp(inflight.packet_id, reason::SUCCESS));
+                self.send(&rel, out);
+            } else if sent < window {
+                self.write_publish(&inflight.delivery, Some(inflight.packet_id), true, now, out);
+            } else {
+                continue;
+            }
+            inflight.resend = false;
+            sent += 1;
+        }
         while let Some(front) = state.queue.front() {
+            if out.len() >= super::WRITE_HIGH_WATER {
+                break;
+            }
             if front.qos != QoS::AtMostOnce && state.inflight.len() >= window {
                 break;
             }
@@ -55,33 +78,18 @@ impl Connection {
                     packet_id,
                     stage,
                     delivery,
+                    resend: false,
                 });
             }
         }
     }
 
-    /// After a session is resumed: every unacknowledged message again, with DUP, or
-    /// PUBREL where PUBREC had come.
-    pub(super) fn resend_inflight(&mut self, out: &mut Vec<u8>) {
-        let now = Instant::now();
-        let session = self.session.clone();
-        let state = session.state.lock();
-        for inflight in &state.inflight {
-            match inflight.stage {
-                InflightStage::AwaitingPubComp => {
-                    let rel = Packet::PubRel(self.resp(inflight.packet_id, reason::SUCCESS));
-                    self.send(&rel, out);
-                }
-                _ => {
-                    self.write_publish(
-                        &inflight.delivery,
-                        Some(inflight.packet_id),
-                        true,
-                        now,
-                        out,
-                    );
-                }
-            }
+    /// After a session is resumed: marks every unacknowledged message for resending
+    /// (PUBLISH with DUP, or PUBREL where PUBREC had come); [`Self::drain_session`]
+    /// sends them within the new connection's Receive Maximum (MQTT-3.3.4-9).
+    pub(super) fn resend_inflight(&mut self) {
+        for inflight in self.session.state.lock().inflight.iter_mut() {
+            inflight.resend = true;
         }
     }
 
@@ -101,6 +109,7 @@ impl Connection {
             Default::default()
         };
         let mut topic = String::from(&*message.topic);
+        let mut new_alias = None;
         if self.version.is_v5() {
             properties.message_expiry_interval = message.remaining_expiry(now);
             properties.subscription_identifiers = delivery.subscription_ids.clone();
@@ -108,6 +117,8 @@ impl Connection {
                 properties.topic_alias = Some(alias);
                 if known {
                     topic.clear();
+                } else {
+                    new_alias = Some(alias);
                 }
             }
         }
@@ -127,26 +138,33 @@ impl Connection {
             self.broker.metrics.dropped(DropReason::TooLarge);
             return false;
         }
+        // Only a PUBLISH that is really sent teaches the client an alias.
+        if let Some(alias) = new_alias {
+            self.aliases_out
+                .get_or_insert_with(Box::default)
+                .by_topic
+                .insert(message.topic.clone(), alias);
+        }
         self.send(&packet, out);
         self.broker.metrics.messages_sent.inc();
         true
     }
 
     /// The alias for `topic` and whether the client already knows it; `None` when the
-    /// client takes no aliases or all are in use.
-    fn outgoing_alias(&mut self, topic: &Arc<str>) -> Option<(u16, bool)> {
+    /// client takes no aliases or all are in use. A new alias is not recorded here:
+    /// the caller records it once the PUBLISH carrying the topic is sent.
+    fn outgoing_alias(&self, topic: &Arc<str>) -> Option<(u16, bool)> {
         if self.client_topic_alias_maximum == 0 {
             return None;
         }
-        let aliases = self.aliases_out.get_or_insert_with(Box::default);
-        if let Some(&alias) = aliases.by_topic.get(topic) {
+        let by_topic = self.aliases_out.as_ref().map(|a| &a.by_topic);
+        if let Some(&alias) = by_topic.and_then(|b| b.get(topic)) {
             return Some((alias, true));
         }
-        let next = u16::try_from(aliases.by_topic.len() + 1).ok()?;
+        let next = u16::try_from(by_topic.map_or(0, |b| b.len()) + 1).ok()?;
         if next > self.client_topic_alias_maximum {
             return None;
         }
-        aliases.by_topic.insert(topic.clone(), next);
         Some((next, false))
     }
 }

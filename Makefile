@@ -1,0 +1,33 @@
+# throng — common tasks. `make run` to try it, `make test` for everything CI runs.
+
+CARGO ?= cargo
+
+.PHONY: run build test test-deps lint fmt fuzz bench-idle clean
+
+run: ## Build and start `throng dev` (MQTT on 127.0.0.1:1883, admin on 127.0.0.1:9090)
+	$(CARGO) run --release -p throng -- dev
+
+build:
+	$(CARGO) build --release -p throng
+
+test-deps: ## Install what the tests need (Mosquitto clients and broker, Redis)
+	./scripts/install-test-deps.sh
+
+test: test-deps ## Every test in the workspace, real peers included
+	$(CARGO) test --workspace --all-targets
+
+lint: ## Formatting and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+fuzz: ## Run the codec fuzz target for 60 s (needs cargo-fuzz and a nightly toolchain)
+	cd fuzz && cargo fuzz run codec -- -max_total_time=60
+
+bench-idle: build ## Idle memory and connect rate: throng dev against Mosquitto, same host, same run
+	./loadtest/idle-bench.sh
+
+clean:
+	$(CARGO) clean

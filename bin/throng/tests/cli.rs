@@ -1,0 +1,300 @@
+//! The real `throng` binary: `throng dev` serves MQTT to the Mosquitto command-line
+//! clients (3.1.1 and 5), answers on its admin port, and exits 0 on SIGTERM; bad
+//! command lines exit non-zero with a clear message.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const THRONG: &str = env!("CARGO_BIN_EXE_throng");
+
+/// A free loopback port: bind port 0 and let it go.
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A child process that is killed if the test fails before it exits.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Running {
+    /// Waits for the process to exit (bounded).
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process still running after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// `throng dev` on free ports; returns once the MQTT port accepts connections.
+fn start_dev() -> (Running, SocketAddr, SocketAddr) {
+    let mqtt = free_addr();
+    let admin = free_addr();
+    let child = Command::new(THRONG)
+        .args(["dev", "--mqtt-listen", &mqtt.to_string()])
+        .args(["--admin-listen", &admin.to_string()])
+        .env("THRONG_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(mqtt).is_err() || TcpStream::connect(admin).is_err() {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            panic!("throng dev exited early: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "throng dev did not listen within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    (running, mqtt, admin)
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn metric(admin: SocketAddr, sample: &str) -> f64 {
+    http_get(admin, "/metrics")
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+fn have_mosquitto_clients() -> bool {
+    let found = ["mosquitto_pub", "mosquitto_sub"].iter().all(|bin| {
+        Command::new(bin)
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    });
+    if !found {
+        eprintln!("skipping: mosquitto_pub/mosquitto_sub not installed");
+    }
+    found
+}
+
+/// One message from `mosquitto_pub` to `mosquitto_sub -C 1` at protocol `version`.
+fn exchange(mqtt: SocketAddr, admin: SocketAddr, version: &str, topic: &str) {
+    let port = mqtt.port().to_string();
+    let subs_before = metric(admin, "throng_subscriptions");
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", version])
+        .args(["-t", topic, "-q", "1", "-C", "1", "-W", "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sub = Running(sub);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(admin, "throng_subscriptions") <= subs_before {
+        assert!(Instant::now() < deadline, "mosquitto_sub never subscribed");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let message = format!("hello over {version}");
+    let publish = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", version])
+        .args(["-t", topic, "-q", "1", "-m", &message])
+        .output()
+        .unwrap();
+    assert!(publish.status.success(), "mosquitto_pub: {publish:?}");
+    let status = sub.wait_exit(Duration::from_secs(10));
+    let mut out = String::new();
+    sub.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.success(), "mosquitto_sub exited with {status}");
+    assert_eq!(out.trim_end(), message);
+}
+
+#[test]
+fn dev_serves_mosquitto_clients_v311_and_v5() {
+    if !have_mosquitto_clients() {
+        return;
+    }
+    let (mut throng, mqtt, admin) = start_dev();
+    exchange(mqtt, admin, "mqttv311", "cli/v311");
+    exchange(mqtt, admin, "mqttv5", "cli/v5");
+    assert!(metric(admin, "throng_messages_received_total") >= 2.0);
+    throng.terminate();
+    assert!(throng.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn admin_port_answers() {
+    let (mut throng, _mqtt, admin) = start_dev();
+    let live = http_get(admin, "/livez");
+    assert!(live.starts_with("HTTP/1.1 200"), "/livez: {live}");
+    let metrics = http_get(admin, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "/metrics: {metrics}");
+    assert!(metrics.contains("throng_handler_connections"));
+    throng.terminate();
+    assert!(throng.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn sigterm_exits_zero_and_closes_clients() {
+    let (mut throng, mqtt, admin) = start_dev();
+    let mut client = TcpStream::connect(mqtt).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
+    // CONNECT, MQTT 3.1.1, clean session, keepalive 60, client id "term".
+    client
+        .write_all(&[
+            0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C, 0x00, 0x04,
+            b't', b'e', b'r', b'm',
+        ])
+        .unwrap();
+    let mut connack = [0u8; 4];
+    client.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    assert_eq!(metric(admin, "throng_handler_connections"), 1.0);
+
+    let sent = Instant::now();
+    throng.terminate();
+    let status = throng.wait_exit(Duration::from_secs(8));
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        sent.elapsed()
+    );
+    let mut rest = Vec::new();
+    let closed = client.read_to_end(&mut rest);
+    assert!(
+        closed.is_ok(),
+        "the client connection must be closed: {closed:?}"
+    );
+}
+
+#[test]
+fn sigterm_does_not_wait_for_sockets_that_never_sent_connect() {
+    let (mut throng, mqtt, admin) = start_dev();
+    let _idle = TcpStream::connect(mqtt).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(admin, "throng_handler_connections") < 1.0 {
+        assert!(Instant::now() < deadline, "idle socket never counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Instant::now();
+    throng.terminate();
+    let status = throng.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "SIGTERM must exit 0, got {status}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "shutdown waited {:?} for a socket without CONNECT",
+        sent.elapsed()
+    );
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(THRONG)
+        .args(args)
+        .env("THRONG_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn handler_without_listeners_fails_clearly() {
+    let out = run(&["handler", "--id", "h0"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--mqtt-listen"), "stderr: {stderr}");
+}
+
+#[test]
+fn bad_config_fails_before_binding() {
+    let mqtt = free_addr();
+    let mqtt_arg = mqtt.to_string();
+    let admin_arg = free_addr().to_string();
+    let base = [
+        "dev",
+        "--mqtt-listen",
+        &mqtt_arg,
+        "--admin-listen",
+        &admin_arg,
+    ];
+
+    let out = run(&[&base[..], &["--receive-maximum", "0"]].concat());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("receive maximum"), "stderr: {stderr}");
+
+    let out = run(&[&base[..], &["--max-packet-size", "10"]].concat());
+    assert!(!out.status.success());
+
+    let out = run(&[&base[..], &["--connect-timeout", "soon"]].concat());
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+
+    let out = run(&[&base[..], &["--max-queued-messages", "0"]].concat());
+    assert!(!out.status.success());
+}
+
+#[test]
+fn busy_port_fails_clearly() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let admin = free_addr().to_string();
+    let out = run(&["dev", "--mqtt-listen", &addr, "--admin-listen", &admin]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&addr),
+        "stderr should name the address: {stderr}"
+    );
+}
