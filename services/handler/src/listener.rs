@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use throng_proxy_protocol::ProxyHeader;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,8 +57,8 @@ pub(crate) async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
         let stop = stop.clone();
+        let connection_tracker = tracker.clone();
         tracker.spawn(async move {
-            let _permit = permit;
             let meta = ConnectMeta {
                 peer,
                 conn_id: None,
@@ -66,9 +66,20 @@ pub(crate) async fn accept_loop(
             };
             match kind {
                 ListenerKind::Mqtt => {
-                    connection::serve(stream, meta, Vec::new(), broker, stop).await;
+                    connection::serve(
+                        stream,
+                        meta,
+                        Vec::new(),
+                        broker,
+                        stop,
+                        permit,
+                        connection_tracker,
+                    )
+                    .await;
                 }
-                ListenerKind::Handoff => serve_handoff(stream, meta, broker, stop).await,
+                ListenerKind::Handoff => {
+                    serve_handoff(stream, meta, broker, stop, permit, connection_tracker).await
+                }
             }
         });
     }
@@ -79,12 +90,19 @@ async fn serve_handoff(
     mut meta: ConnectMeta,
     broker: Arc<Broker>,
     stop: CancellationToken,
+    permit: OwnedSemaphorePermit,
+    tracker: TaskTracker,
 ) {
     let deadline = broker.config.connect_timeout;
-    let header = tokio::select! {
-        header = tokio::time::timeout(deadline, read_proxy_header(&stream)) => header,
-        () = stop.cancelled() => return,
-    };
+    // Boxed: the header phase's state is freed before the connection is served.
+    let header = Box::pin(async {
+        tokio::select! {
+            header = tokio::time::timeout(deadline, read_proxy_header(&stream)) => Some(header),
+            () = stop.cancelled() => None,
+        }
+    })
+    .await;
+    let Some(header) = header else { return };
     match header {
         Ok(Ok((header, rest))) => {
             if let Some(source) = header.source {
@@ -92,7 +110,7 @@ async fn serve_handoff(
             }
             meta.conn_id = header.conn_id();
             meta.assigned_client_id = header.assigned_client_id().map(str::to_string);
-            connection::serve(stream, meta, rest, broker, stop).await;
+            connection::serve(stream, meta, rest, broker, stop, permit, tracker).await;
         }
         Ok(Err(err)) => {
             tracing::debug!(peer = %meta.peer, error = %err, "bad hand-off header");

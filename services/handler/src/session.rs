@@ -6,27 +6,71 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+
+use atomic_waker::AtomicWaker;
 
 use parking_lot::Mutex;
 use throng_codec::{QoS, Will};
-use tokio::sync::Notify;
 
 use crate::message::Delivery;
 use crate::metrics::{DropReason, HandlerMetrics};
 
-/// Shared between a connection task and whoever needs to wake or stop it.
+/// Shared between a connection task and whoever needs to wake or stop it. Kept
+/// small on purpose: one per connection, and no intrusive waiter in the task.
 #[derive(Debug, Default)]
 pub struct ConnSignal {
-    pub notify: Notify,
+    waker: AtomicWaker,
+    /// Set by `wake`, cleared by the connection when it drains its session.
+    woken: AtomicBool,
     /// 0 while the connection may run; otherwise the reason code it must close with.
     kick: AtomicU8,
+    /// Set by the keepalive wheel when the client went silent too long.
+    expired: AtomicBool,
+    /// 1.5 × the keepalive, in milliseconds; 0 disables the check.
+    keepalive_grace_ms: u32,
+    /// When the client was last heard from, on the keepalive wheel's clock.
+    last_read_ms: AtomicU64,
 }
 
 impl ConnSignal {
+    pub fn new(keep_alive_secs: u16, now_ms: u64) -> ConnSignal {
+        ConnSignal {
+            keepalive_grace_ms: u32::from(keep_alive_secs) * 1500,
+            last_read_ms: AtomicU64::new(now_ms),
+            ..ConnSignal::default()
+        }
+    }
+
+    /// Records that the client was heard from.
+    pub fn touch(&self, now_ms: u64) {
+        self.last_read_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// When the connection must have been heard from again; `None` without keepalive.
+    pub fn keepalive_deadline_ms(&self) -> Option<u64> {
+        (self.keepalive_grace_ms > 0)
+            .then(|| self.last_read_ms.load(Ordering::Relaxed) + u64::from(self.keepalive_grace_ms))
+    }
+
+    pub fn expire(&self) {
+        self.expired.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    pub fn expired(&self) -> bool {
+        self.expired.load(Ordering::Acquire)
+    }
+
+    /// Tells the connection its session has something to send.
+    pub fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
     pub fn kick(&self, reason: u8) {
         self.kick.store(reason, Ordering::Release);
-        self.notify.notify_one();
+        self.waker.wake();
     }
 
     pub fn kicked(&self) -> Option<u8> {
@@ -34,6 +78,15 @@ impl ConnSignal {
             0 => None,
             reason => Some(reason),
         }
+    }
+
+    /// Registers the connection task's waker; call before checking `take_woken`.
+    pub fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+
+    pub fn take_woken(&self) -> bool {
+        self.woken.swap(false, Ordering::AcqRel)
     }
 }
 
@@ -93,7 +146,7 @@ pub struct SessionState {
     pub incoming_qos2: HashSet<u16>,
     /// Seconds the session outlives its connection.
     pub expiry_interval: u32,
-    pub will: Option<PendingWill>,
+    pub will: Option<Box<PendingWill>>,
 }
 
 impl SessionState {
@@ -158,7 +211,7 @@ impl Session {
         }
         state.queue.push_back(delivery);
         if let Some(link) = &state.link {
-            link.signal.notify.notify_one();
+            link.signal.wake();
         }
         Enqueued::Queued
     }

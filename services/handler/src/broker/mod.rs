@@ -3,6 +3,7 @@
 //! matching session. All of it is synchronous: connection tasks call in while they
 //! process a batch of packets and never await while holding a lock.
 
+mod keepalive;
 mod retained;
 mod routing;
 mod sessions;
@@ -51,6 +52,7 @@ pub struct Broker {
     index: RwLock<SubscriptionIndex<SubKey, SubEntry>>,
     retained: RwLock<RetainedIndex<Arc<Message>>>,
     timers: timers::Timers,
+    pub keepalive: keepalive::KeepaliveWheel,
     next_conn_id: AtomicU64,
     share_cursor: AtomicUsize,
     online: Gauge,
@@ -70,12 +72,14 @@ impl Broker {
             index: RwLock::new(SubscriptionIndex::new()),
             retained: RwLock::new(RetainedIndex::new()),
             timers: timers::Timers::default(),
+            keepalive: keepalive::KeepaliveWheel::default(),
             next_conn_id: AtomicU64::new(1),
             share_cursor: AtomicUsize::new(0),
             online,
             offline,
         });
         timers::spawn(Arc::downgrade(&broker));
+        keepalive::spawn(Arc::downgrade(&broker));
         broker
     }
 

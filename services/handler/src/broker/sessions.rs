@@ -36,7 +36,7 @@ impl Broker {
         client_id: Arc<str>,
         clean_start: bool,
         expiry_interval: u32,
-        will: Option<PendingWill>,
+        will: Option<Box<PendingWill>>,
         username: Option<Arc<str>>,
         link: ConnLink,
     ) -> Attached {
@@ -53,7 +53,7 @@ impl Broker {
                 },
             )
         };
-        let mut wills_to_send: Vec<PendingWill> = Vec::new();
+        let mut wills_to_send: Vec<Box<PendingWill>> = Vec::new();
         let mut ended: Option<Arc<Session>> = None;
         let attached = match self.sessions.entry(client_id.clone()) {
             Entry::Vacant(vacant) => {
@@ -212,11 +212,11 @@ impl Broker {
         }
     }
 
-    fn publish_will(&self, client_id: &Arc<str>, pending: PendingWill) {
-        let will = pending.will;
+    fn publish_will(&self, client_id: &Arc<str>, pending: Box<PendingWill>) {
+        let PendingWill { will, username } = *pending;
         if !self
             .security
-            .can_publish(client_id, pending.username.as_ref(), &will.topic)
+            .can_publish(client_id, username.as_ref(), &will.topic)
         {
             self.metrics
                 .dropped(crate::metrics::DropReason::NotAuthorized);

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use throng_codec::{ConnAck, ConnAckProperties, Connect, Packet, ProtocolVersion, reason};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use super::{Connection, io};
 use crate::broker::Broker;
@@ -326,11 +325,13 @@ async fn accept(
     };
 
     let username: Option<Arc<str>> = connect.username.as_deref().map(Arc::from);
-    let will = connect.will.map(|will| PendingWill {
-        will,
-        username: username.clone(),
+    let will = connect.will.map(|will| {
+        Box::new(PendingWill {
+            will,
+            username: username.clone(),
+        })
     });
-    let signal = Arc::new(ConnSignal::default());
+    let signal = Arc::new(ConnSignal::new(keep_alive, broker.keepalive.now_ms()));
     let link = ConnLink {
         conn_id,
         signal: signal.clone(),
@@ -354,8 +355,6 @@ async fn accept(
         signal,
         conn_id,
         version,
-        keep_alive,
-        last_read: Instant::now(),
         partial: Vec::new(),
         pending_write: Vec::new(),
         client_receive_maximum: props.receive_maximum.unwrap_or(u16::MAX),
@@ -365,6 +364,7 @@ async fn accept(
         aliases_in: None,
         aliases_out: None,
     };
+    broker.keepalive.track(&conn.signal);
     let mut out = io::take_output(&mut conn.pending_write);
     let encoded = throng_codec::encode(&connack, version, &mut out);
     debug_assert!(encoded.is_ok());

@@ -8,13 +8,16 @@ mod io;
 mod outbound;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
 
 use throng_codec::{Disconnect, Packet, ProtocolVersion, reason};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::broker::Broker;
@@ -27,6 +30,8 @@ pub use connect::ConnectMeta;
 const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Reads per readiness event before giving other connections a turn.
 const READS_PER_WAKE: usize = 4;
+/// Rounds of work per poll before yielding to other tasks.
+const STEPS_PER_POLL: usize = 8;
 
 /// Why the connection is closing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +55,6 @@ pub(crate) struct Connection {
     signal: Arc<ConnSignal>,
     conn_id: u64,
     version: ProtocolVersion,
-    /// Effective keepalive in seconds; 0 disables the check.
-    keep_alive: u16,
-    last_read: Instant,
     /// Bytes of an incomplete frame; empty at rest.
     partial: Vec<u8>,
     /// Bytes the socket would not take yet; empty at rest.
@@ -68,81 +70,129 @@ pub(crate) struct Connection {
     aliases_out: Option<Box<outbound::AliasesOut>>,
 }
 
-/// Serves one accepted socket until it closes. `initial` holds bytes already read
-/// (after a PROXY header or by an agent). `stop` ends the CONNECT phase at shutdown;
-/// a connected client is told to go by its session's kick instead.
+/// Serves one accepted socket: runs the CONNECT phase in this task, then hands the
+/// connection to a task of its own whose future is just the `Connection` (see
+/// `ConnectionTask`). `initial` holds bytes already read (after a PROXY header or by
+/// an agent). `stop` ends the CONNECT phase at shutdown; a connected client is told
+/// to go by its session's kick instead.
 pub async fn serve(
     stream: TcpStream,
     meta: ConnectMeta,
     initial: Vec<u8>,
     broker: Arc<Broker>,
     stop: CancellationToken,
+    permit: OwnedSemaphorePermit,
+    tracker: TaskTracker,
 ) {
     let conn_id = meta.conn_id.unwrap_or_else(|| broker.next_conn_id());
-    let span =
-        tracing::info_span!("conn", peer = %meta.peer, conn_id, client_id = tracing::field::Empty);
+    let span = tracing::debug_span!("conn", peer = %meta.peer, conn_id);
+    // Counted from accept; the connection task takes the count over once connected.
     broker.metrics.connections.inc();
-    async {
-        let connected = tokio::select! {
+    let connected = async {
+        tokio::select! {
             connected = connect::handshake(stream, meta, initial, conn_id, &broker) => connected,
             () = stop.cancelled() => {
                 tracing::debug!("shutting down before connect");
                 None
             }
-        };
-        if let Some(mut conn) = connected {
-            tracing::Span::current().record("client_id", &*conn.session.client_id);
-            // Attached after shutdown began, possibly too late for the kick.
-            let close = if stop.is_cancelled() {
-                Close::Kicked(reason::SERVER_SHUTTING_DOWN)
-            } else {
-                conn.run().await
-            };
-            conn.finish(close);
         }
     }
     .instrument(span)
     .await;
-    broker.metrics.connections.dec();
+    let Some(mut conn) = connected else {
+        broker.metrics.connections.dec();
+        return;
+    };
+    if stop.is_cancelled() {
+        // Attached after shutdown began, possibly too late for the kick.
+        conn.finish(Close::Kicked(reason::SERVER_SHUTTING_DOWN));
+        broker.metrics.connections.dec();
+        return;
+    }
+    tracker.spawn(ConnectionTask {
+        conn,
+        _permit: permit,
+    });
+}
+
+/// The task of a connected client. Its future is the connection itself, polled by
+/// hand: no timers, buffers or waiter nodes of its own, so an idle client costs the
+/// `Connection`, its session and the socket's registration.
+struct ConnectionTask {
+    conn: Connection,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Future for ConnectionTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let conn = &mut self.conn;
+        let _span = tracing::debug_span!("conn", client_id = %conn.session.client_id, conn_id = conn.conn_id).entered();
+        match conn.poll_run(cx) {
+            Poll::Ready(close) => {
+                conn.finish(close);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for ConnectionTask {
+    fn drop(&mut self) {
+        self.conn.broker.metrics.connections.dec();
+    }
 }
 
 impl Connection {
-    async fn run(&mut self) -> Close {
-        let keep_alive = Duration::from_millis(u64::from(self.keep_alive) * 1500);
-        let sleep = tokio::time::sleep(keep_alive);
-        tokio::pin!(sleep);
-        loop {
-            let can_read = self.pending_write.len() < WRITE_HIGH_WATER;
-            let step = tokio::select! {
-                biased;
-                _ = self.signal.notify.notified() => self.on_wake(),
-                ready = self.stream.readable(), if can_read => match ready {
-                    Ok(()) => self.on_readable(),
-                    Err(_) => Err(Close::Lost),
-                },
-                ready = self.stream.writable(), if !self.pending_write.is_empty() => match ready {
-                    Ok(()) => self.on_writable(),
-                    Err(_) => Err(Close::Lost),
-                },
-                () = &mut sleep, if self.keep_alive > 0 => {
-                    let deadline = self.last_read + keep_alive;
-                    if deadline <= Instant::now() {
-                        Err(Close::KeepAliveTimeout)
-                    } else {
-                        sleep.as_mut().reset(deadline);
-                        Ok(())
-                    }
-                }
-            };
+    /// One scheduling of the connection: wake-ups from the session (messages, kicks,
+    /// keepalive expiry) and socket readiness, handled without intrusive waiters.
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Close> {
+        for _ in 0..STEPS_PER_POLL {
+            self.signal.register(cx.waker());
+            let mut progressed = false;
+            let mut step = Ok(());
+            if self.signal.take_woken() || self.signal.kicked().is_some() || self.signal.expired() {
+                step = self.on_wake();
+                progressed = true;
+            }
+            if step.is_ok()
+                && self.pending_write.len() < WRITE_HIGH_WATER
+                && let Poll::Ready(ready) = self.stream.poll_read_ready(cx)
+            {
+                step = ready
+                    .map_err(|_| Close::Lost)
+                    .and_then(|()| self.on_readable());
+                progressed = true;
+            }
+            if step.is_ok()
+                && !self.pending_write.is_empty()
+                && let Poll::Ready(ready) = self.stream.poll_write_ready(cx)
+            {
+                step = ready
+                    .map_err(|_| Close::Lost)
+                    .and_then(|()| self.on_writable());
+                progressed = true;
+            }
             if let Err(close) = step {
-                return close;
+                return Poll::Ready(close);
+            }
+            if !progressed {
+                return Poll::Pending;
             }
         }
+        // Busy connection: let the others run, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn on_wake(&mut self) -> Result<(), Close> {
         if let Some(reason) = self.signal.kicked() {
             return Err(Close::Kicked(reason));
+        }
+        if self.signal.expired() {
+            return Err(Close::KeepAliveTimeout);
         }
         let mut out = io::take_output(&mut self.pending_write);
         self.drain_session(&mut out);
@@ -189,7 +239,7 @@ impl Connection {
 
     /// Feeds freshly read bytes through the frame parser.
     fn on_bytes(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Close> {
-        self.last_read = Instant::now();
+        self.signal.touch(self.broker.keepalive.now_ms());
         if self.partial.is_empty() {
             let used = self.on_frames(bytes, out)?;
             if used < bytes.len() {
