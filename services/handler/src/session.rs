@@ -4,7 +4,7 @@
 //! Lock order: the broker's index locks are never held while a session lock is taken
 //! by routing, and no code holds two session locks at once.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
@@ -31,11 +31,13 @@ pub struct ConnSignal {
     keepalive_grace_ms: u32,
     /// When the client was last heard from, on the keepalive wheel's clock.
     last_read_ms: AtomicU64,
+    pub conn_id: u64,
 }
 
 impl ConnSignal {
-    pub fn new(keep_alive_secs: u16, now_ms: u64) -> ConnSignal {
+    pub fn new(conn_id: u64, keep_alive_secs: u16, now_ms: u64) -> ConnSignal {
         ConnSignal {
+            conn_id,
             keepalive_grace_ms: u32::from(keep_alive_secs) * 1500,
             last_read_ms: AtomicU64::new(now_ms),
             ..ConnSignal::default()
@@ -126,30 +128,21 @@ pub struct PendingWill {
     pub username: Option<Arc<str>>,
 }
 
+/// Messages moving through a session. Allocated while there are any and freed
+/// when all are done, so an idle session does not pay for empty queues.
 #[derive(Debug, Default)]
-pub struct SessionState {
-    pub link: Option<ConnLink>,
-    /// Bumped on every attach; timers carry it so a stale timer does nothing.
-    pub epoch: u64,
-    /// Set once the session is discarded; nothing is queued to it afterwards.
-    pub ended: bool,
-    pub username: Option<Arc<str>>,
-    /// Filters exactly as subscribed (shared ones keep their `$share/` prefix); the
-    /// options live in the broker's index.
-    pub subscriptions: HashSet<Arc<str>>,
+pub struct Traffic {
     /// Messages not yet sent, oldest first.
     pub queue: VecDeque<Delivery>,
     /// Sent QoS 1/2 messages awaiting acknowledgement, in send order.
     pub inflight: VecDeque<Inflight>,
     pub next_packet_id: u16,
     /// QoS 2 packet ids received and acknowledged with PUBREC, awaiting PUBREL.
-    pub incoming_qos2: HashSet<u16>,
-    /// Seconds the session outlives its connection.
-    pub expiry_interval: u32,
-    pub will: Option<Box<PendingWill>>,
+    /// Bounded by the server's Receive Maximum.
+    pub incoming_qos2: Vec<u16>,
 }
 
-impl SessionState {
+impl Traffic {
     /// Next free packet id for an outgoing message (1..=65535, skipping ids in flight).
     pub fn allocate_packet_id(&mut self) -> u16 {
         loop {
@@ -163,6 +156,70 @@ impl SessionState {
 
     pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {
         self.inflight.iter().position(|f| f.packet_id == packet_id)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.inflight.is_empty() && self.incoming_qos2.is_empty()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct SessionState {
+    pub link: Option<ConnLink>,
+    /// Bumped on every attach; timers carry it so a stale timer does nothing.
+    pub epoch: u64,
+    /// Set once the session is discarded; nothing is queued to it afterwards.
+    pub ended: bool,
+    pub username: Option<Arc<str>>,
+    /// Filters exactly as subscribed (shared ones keep their `$share/` prefix); the
+    /// options live in the broker's index. A vector: it is bounded by
+    /// `max_subscriptions_per_session` and costs nothing while empty.
+    pub subscriptions: Vec<Arc<str>>,
+    /// `None` while nothing is queued, in flight or awaiting PUBREL.
+    pub traffic: Option<Box<Traffic>>,
+    /// Seconds the session outlives its connection.
+    pub expiry_interval: u32,
+    pub will: Option<Box<PendingWill>>,
+}
+
+impl SessionState {
+    /// The traffic state, allocated on first use.
+    pub fn traffic(&mut self) -> &mut Traffic {
+        self.traffic.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the traffic state when nothing is left in it.
+    pub fn trim_traffic(&mut self) {
+        if self.traffic.as_ref().is_some_and(|t| t.is_idle()) {
+            self.traffic = None;
+        }
+    }
+
+    pub fn queued(&self) -> usize {
+        self.traffic.as_ref().map_or(0, |t| t.queue.len())
+    }
+
+    pub fn has_subscription(&self, filter: &str) -> bool {
+        self.subscriptions.iter().any(|f| &**f == filter)
+    }
+
+    /// Returns whether the filter was there.
+    pub fn remove_subscription(&mut self, filter: &str) -> bool {
+        let found = self.subscriptions.iter().position(|f| &**f == filter);
+        found.map(|i| self.subscriptions.swap_remove(i)).is_some()
+    }
+
+    /// Returns whether the QoS 2 packet id was awaiting PUBREL.
+    pub fn release_qos2(&mut self, packet_id: u16) -> bool {
+        let Some(traffic) = self.traffic.as_deref_mut() else {
+            return false;
+        };
+        let found = traffic.incoming_qos2.iter().position(|&id| id == packet_id);
+        let released = found
+            .map(|i| traffic.incoming_qos2.swap_remove(i))
+            .is_some();
+        self.trim_traffic();
+        released
     }
 }
 
@@ -204,12 +261,12 @@ impl Session {
             metrics.dropped(DropReason::Offline);
             return Enqueued::Dropped;
         }
-        if state.queue.len() >= max_queued {
+        if state.queued() >= max_queued {
             metrics.dropped(DropReason::QueueFull);
             tracing::debug!(client_id = %self.client_id, qos = delivery.qos as u8, "session queue full, message dropped");
             return Enqueued::Dropped;
         }
-        state.queue.push_back(delivery);
+        state.traffic().queue.push_back(delivery);
         if let Some(link) = &state.link {
             link.signal.wake();
         }

@@ -4,6 +4,7 @@
 //! process a batch of packets and never await while holding a lock.
 
 mod keepalive;
+mod registry;
 mod retained;
 mod routing;
 mod sessions;
@@ -13,7 +14,6 @@ mod timers;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use dashmap::DashMap;
 use parking_lot::RwLock;
 use prometheus_client::metrics::gauge::Gauge;
 use throng_codec::SubscriptionOptions;
@@ -48,7 +48,7 @@ pub struct Broker {
     pub config: HandlerConfig,
     pub metrics: HandlerMetrics,
     pub security: Security,
-    sessions: DashMap<Arc<str>, Arc<Session>>,
+    sessions: registry::SessionRegistry,
     index: RwLock<SubscriptionIndex<SubKey, SubEntry>>,
     retained: RwLock<RetainedIndex<Arc<Message>>>,
     timers: timers::Timers,
@@ -68,7 +68,7 @@ impl Broker {
             config,
             metrics,
             security,
-            sessions: DashMap::new(),
+            sessions: registry::SessionRegistry::default(),
             index: RwLock::new(SubscriptionIndex::new()),
             retained: RwLock::new(RetainedIndex::new()),
             timers: timers::Timers::default(),
@@ -93,10 +93,10 @@ impl Broker {
 
     /// Tells every live connection to close with `reason` (server shutting down).
     pub fn kick_all(&self, reason: u8) {
-        for entry in self.sessions.iter() {
-            if let Some(link) = &entry.value().state.lock().link {
+        self.sessions.for_each(|session| {
+            if let Some(link) = &session.state.lock().link {
                 link.signal.kick(reason);
             }
-        }
+        });
     }
 }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::mapref::entry::Entry;
 use throng_codec::reason;
 use tokio::time::Instant;
 
@@ -55,18 +54,22 @@ impl Broker {
         };
         let mut wills_to_send: Vec<Box<PendingWill>> = Vec::new();
         let mut ended: Option<Arc<Session>> = None;
-        let attached = match self.sessions.entry(client_id.clone()) {
-            Entry::Vacant(vacant) => {
+        let mut shard = self.sessions.shard(&client_id);
+        // A session that ended but is not yet forgotten counts as absent.
+        let existing = shard
+            .get(&client_id)
+            .filter(|session| !session.state.lock().ended);
+        let attached = match existing {
+            None => {
                 let session = fresh(link, will, username);
-                vacant.insert(session.clone());
+                shard.insert(session.clone());
                 self.online.inc();
                 Attached {
                     session,
                     session_present: false,
                 }
             }
-            Entry::Occupied(mut occupied) => {
-                let existing = occupied.get().clone();
+            Some(existing) => {
                 let mut state = existing.state.lock();
                 let was_online = match state.link.take() {
                     Some(old) => {
@@ -82,7 +85,7 @@ impl Broker {
                     drop(state);
                     ended = Some(existing);
                     let session = fresh(link, will, username);
-                    occupied.insert(session.clone());
+                    shard.insert(session.clone());
                     if !was_online {
                         self.offline.dec();
                         self.online.inc();
@@ -117,6 +120,7 @@ impl Broker {
                 }
             }
         };
+        drop(shard);
         if let Some(old) = ended {
             self.drop_subscriptions(&old);
         }
@@ -185,12 +189,10 @@ impl Broker {
                 return;
             }
             state.ended = true;
-            state.queue.clear();
-            state.inflight.clear();
+            state.traffic = None;
             state.will.take()
         };
-        self.sessions
-            .remove_if(&session.client_id, |_, s| Arc::ptr_eq(s, session));
+        self.sessions.remove_if_same(session);
         self.offline.dec();
         self.drop_subscriptions(session);
         if let Some(will) = will {

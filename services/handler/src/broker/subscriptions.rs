@@ -51,11 +51,13 @@ impl Broker {
             {
                 return SubscribeOutcome::Refused(reason::NOT_AUTHORIZED);
             }
-            let is_new = !state.subscriptions.contains(filter);
+            let is_new = !state.has_subscription(filter);
             if is_new && state.subscriptions.len() >= self.config.max_subscriptions_per_session {
                 return SubscribeOutcome::Refused(reason::QUOTA_EXCEEDED);
             }
-            state.subscriptions.insert(Arc::from(filter));
+            if is_new {
+                state.subscriptions.push(Arc::from(filter));
+            }
             (username, is_new)
         };
         let key = SubKey {
@@ -91,7 +93,7 @@ impl Broker {
 
     /// Returns the v5 UNSUBACK reason code for one filter.
     pub fn unsubscribe(&self, session: &Arc<Session>, filter: &str) -> u8 {
-        if !session.state.lock().subscriptions.remove(filter) {
+        if !session.state.lock().remove_subscription(filter) {
             return reason::NO_SUBSCRIPTION_EXISTED;
         }
         self.remove_from_index(&session.client_id, filter);
@@ -101,7 +103,7 @@ impl Broker {
 
     /// Removes every subscription of a session that ended.
     pub(super) fn drop_subscriptions(&self, session: &Arc<Session>) {
-        let filters: Vec<Arc<str>> = session.state.lock().subscriptions.drain().collect();
+        let filters: Vec<Arc<str>> = std::mem::take(&mut session.state.lock().subscriptions);
         for filter in &filters {
             self.remove_from_index(&session.client_id, filter);
         }

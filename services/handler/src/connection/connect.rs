@@ -331,7 +331,11 @@ async fn accept(
             username: username.clone(),
         })
     });
-    let signal = Arc::new(ConnSignal::new(keep_alive, broker.keepalive.now_ms()));
+    let signal = Arc::new(ConnSignal::new(
+        conn_id,
+        keep_alive,
+        broker.keepalive.now_ms(),
+    ));
     let link = ConnLink {
         conn_id,
         signal: signal.clone(),
@@ -353,7 +357,6 @@ async fn accept(
         broker: broker.clone(),
         session: attached.session,
         signal,
-        conn_id,
         version,
         partial: Vec::new(),
         pending_write: Vec::new(),
@@ -361,8 +364,7 @@ async fn accept(
         client_max_packet_size: props.maximum_packet_size.unwrap_or(u32::MAX),
         client_topic_alias_maximum: props.topic_alias_maximum.unwrap_or(0),
         session_expiry_was_zero: expiry == 0,
-        aliases_in: None,
-        aliases_out: None,
+        aliases: None,
     };
     broker.keepalive.track(&conn.signal);
     let mut out = io::take_output(&mut conn.pending_write);

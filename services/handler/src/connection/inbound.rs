@@ -2,7 +2,6 @@
 //! retained), the acknowledgement flow of both directions, SUBSCRIBE, UNSUBSCRIBE,
 //! PINGREQ, DISCONNECT; anything else is a protocol error.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,12 +33,7 @@ impl Connection {
                 Ok(())
             }
             Packet::PubRel(rel) => {
-                let known = self
-                    .session
-                    .state
-                    .lock()
-                    .incoming_qos2
-                    .remove(&rel.packet_id);
+                let known = self.session.state.lock().release_qos2(rel.packet_id);
                 let code = if known {
                     reason::SUCCESS
                 } else {
@@ -90,16 +84,17 @@ impl Connection {
         let packet_id = publish.packet_id.unwrap_or(0);
         if publish.qos == QoS::ExactlyOnce {
             let mut state = self.session.state.lock();
-            if state.incoming_qos2.contains(&packet_id) {
+            let traffic = state.traffic();
+            if traffic.incoming_qos2.contains(&packet_id) {
                 // A resend of a message already accepted: acknowledge, do not route again.
                 drop(state);
                 self.send(&Packet::PubRec(self.resp(packet_id, reason::SUCCESS)), out);
                 return Ok(());
             }
-            if state.incoming_qos2.len() >= usize::from(self.broker.config.receive_maximum) {
+            if traffic.incoming_qos2.len() >= usize::from(self.broker.config.receive_maximum) {
                 return Err(Close::Protocol(reason::RECEIVE_MAXIMUM_EXCEEDED));
             }
-            state.incoming_qos2.insert(packet_id);
+            traffic.incoming_qos2.push(packet_id);
         }
         let username = self.session.state.lock().username.clone();
         let allowed = !topic.starts_with("$SYS/")
@@ -139,7 +134,7 @@ impl Connection {
             QoS::ExactlyOnce => {
                 if code == reason::NOT_AUTHORIZED && self.version.is_v5() {
                     // A refused QoS 2 message ends its flow at PUBREC.
-                    self.session.state.lock().incoming_qos2.remove(&packet_id);
+                    self.session.state.lock().release_qos2(packet_id);
                 }
                 self.send(&Packet::PubRec(self.resp(packet_id, code)), out)
             }
@@ -155,9 +150,7 @@ impl Connection {
         if alias == 0 || alias > self.broker.config.topic_alias_maximum {
             return Err(Close::Protocol(reason::TOPIC_ALIAS_INVALID));
         }
-        let aliases = self
-            .aliases_in
-            .get_or_insert_with(|| Box::new(HashMap::new()));
+        let aliases = &mut self.aliases.get_or_insert_with(Box::default).inbound;
         if publish.topic.is_empty() {
             aliases
                 .get(&alias)
@@ -173,23 +166,32 @@ impl Connection {
     /// PUBACK or PUBCOMP: the message leaves the in-flight window.
     fn on_ack(&mut self, packet_id: u16, expected: InflightStage) {
         let mut state = self.session.state.lock();
-        if let Some(pos) = state.inflight_position(packet_id)
-            && state.inflight[pos].stage == expected
+        if let Some(traffic) = state.traffic.as_deref_mut()
+            && let Some(pos) = traffic.inflight_position(packet_id)
+            && traffic.inflight[pos].stage == expected
         {
-            state.inflight.remove(pos);
+            traffic.inflight.remove(pos);
+            state.trim_traffic();
         }
     }
 
     fn on_pubrec(&mut self, rec: PubResp, out: &mut Vec<u8>) {
         let code = {
             let mut state = self.session.state.lock();
-            match state.inflight_position(rec.packet_id) {
+            let Some(traffic) = state.traffic.as_deref_mut() else {
+                drop(state);
+                let rel = self.resp(rec.packet_id, reason::PACKET_IDENTIFIER_NOT_FOUND);
+                self.send(&Packet::PubRel(rel), out);
+                return;
+            };
+            match traffic.inflight_position(rec.packet_id) {
                 Some(pos) if rec.reason >= 0x80 => {
-                    state.inflight.remove(pos);
+                    traffic.inflight.remove(pos);
+                    state.trim_traffic();
                     return;
                 }
                 Some(pos) => {
-                    state.inflight[pos].stage = InflightStage::AwaitingPubComp;
+                    traffic.inflight[pos].stage = InflightStage::AwaitingPubComp;
                     reason::SUCCESS
                 }
                 None => reason::PACKET_IDENTIFIER_NOT_FOUND,

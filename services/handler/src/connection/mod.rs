@@ -7,7 +7,6 @@ mod inbound;
 mod io;
 mod outbound;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -53,7 +52,6 @@ pub(crate) struct Connection {
     broker: Arc<Broker>,
     session: Arc<Session>,
     signal: Arc<ConnSignal>,
-    conn_id: u64,
     version: ProtocolVersion,
     /// Bytes of an incomplete frame; empty at rest.
     partial: Vec<u8>,
@@ -64,10 +62,8 @@ pub(crate) struct Connection {
     client_max_packet_size: u32,
     client_topic_alias_maximum: u16,
     session_expiry_was_zero: bool,
-    // Boxed on purpose: an idle connection pays one pointer, not an empty map.
-    #[allow(clippy::box_collection)]
-    aliases_in: Option<Box<HashMap<u16, Arc<str>>>>,
-    aliases_out: Option<Box<outbound::AliasesOut>>,
+    /// Boxed: an idle connection pays one pointer, not two empty maps.
+    aliases: Option<Box<outbound::Aliases>>,
 }
 
 /// Serves one accepted socket: runs the CONNECT phase in this task, then hands the
@@ -128,7 +124,7 @@ impl Future for ConnectionTask {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let conn = &mut self.conn;
-        let _span = tracing::debug_span!("conn", client_id = %conn.session.client_id, conn_id = conn.conn_id).entered();
+        let _span = tracing::debug_span!("conn", client_id = %conn.session.client_id, conn_id = conn.signal.conn_id).entered();
         match conn.poll_run(cx) {
             Poll::Ready(close) => {
                 conn.finish(close);
@@ -312,7 +308,9 @@ impl Connection {
             // A taken-over session belongs to the new connection now; on shutdown
             // the session stays as it is.
             Close::Kicked(_) => {}
-            _ => self.broker.detach(&self.session, self.conn_id, departure),
+            _ => self
+                .broker
+                .detach(&self.session, self.signal.conn_id, departure),
         }
     }
 }

@@ -13,9 +13,12 @@ use crate::message::Delivery;
 use crate::metrics::DropReason;
 use crate::session::{Inflight, InflightStage};
 
-/// Topic aliases this server assigned towards the client.
+/// Topic aliases of one connection, both directions; allocated on first use.
 #[derive(Debug, Default)]
-pub(crate) struct AliasesOut {
+pub(crate) struct Aliases {
+    /// Aliases the client set for topics it publishes to.
+    pub inbound: HashMap<u16, Arc<str>>,
+    /// Aliases this server assigned towards the client.
     by_topic: HashMap<Arc<str>, u16>,
 }
 
@@ -31,10 +34,13 @@ impl Connection {
         let now = Instant::now();
         let session = self.session.clone();
         let mut state = session.state.lock();
+        let Some(traffic) = state.traffic.as_deref_mut() else {
+            return;
+        };
         // Resumed messages first, in their original order and with their original ids;
         // a PUBREL is not a PUBLISH and needs no room in the window.
-        let mut sent = state.inflight.iter().filter(|f| !f.resend).count();
-        for inflight in state.inflight.iter_mut().filter(|f| f.resend) {
+        let mut sent = traffic.inflight.iter().filter(|f| !f.resend).count();
+        for inflight in traffic.inflight.iter_mut().filter(|f| f.resend) {
             if out.len() >= super::WRITE_HIGH_WATER {
                 break;
             }
@@ -49,21 +55,21 @@ impl Connection {
             inflight.resend = false;
             sent += 1;
         }
-        while let Some(front) = state.queue.front() {
+        while let Some(front) = traffic.queue.front() {
             if out.len() >= super::WRITE_HIGH_WATER {
                 break;
             }
-            if front.qos != QoS::AtMostOnce && state.inflight.len() >= window {
+            if front.qos != QoS::AtMostOnce && traffic.inflight.len() >= window {
                 break;
             }
-            let delivery = state.queue.pop_front().expect("front exists");
+            let delivery = traffic.queue.pop_front().expect("front exists");
             if delivery.message.is_expired(now) {
                 self.broker.metrics.dropped(DropReason::Expired);
                 continue;
             }
             let packet_id = match delivery.qos {
                 QoS::AtMostOnce => None,
-                _ => Some(state.allocate_packet_id()),
+                _ => Some(traffic.allocate_packet_id()),
             };
             if !self.write_publish(&delivery, packet_id, false, now, out) {
                 continue;
@@ -74,7 +80,7 @@ impl Connection {
                 } else {
                     InflightStage::AwaitingPubRec
                 };
-                state.inflight.push_back(Inflight {
+                traffic.inflight.push_back(Inflight {
                     packet_id,
                     stage,
                     delivery,
@@ -82,14 +88,17 @@ impl Connection {
                 });
             }
         }
+        state.trim_traffic();
     }
 
     /// After a session is resumed: marks every unacknowledged message for resending
     /// (PUBLISH with DUP, or PUBREL where PUBREC had come); [`Self::drain_session`]
     /// sends them within the new connection's Receive Maximum (MQTT-3.3.4-9).
     pub(super) fn resend_inflight(&mut self) {
-        for inflight in self.session.state.lock().inflight.iter_mut() {
-            inflight.resend = true;
+        if let Some(traffic) = self.session.state.lock().traffic.as_deref_mut() {
+            for inflight in traffic.inflight.iter_mut() {
+                inflight.resend = true;
+            }
         }
     }
 
@@ -140,7 +149,7 @@ impl Connection {
         }
         // Only a PUBLISH that is really sent teaches the client an alias.
         if let Some(alias) = new_alias {
-            self.aliases_out
+            self.aliases
                 .get_or_insert_with(Box::default)
                 .by_topic
                 .insert(message.topic.clone(), alias);
@@ -157,7 +166,7 @@ impl Connection {
         if self.client_topic_alias_maximum == 0 {
             return None;
         }
-        let by_topic = self.aliases_out.as_ref().map(|a| &a.by_topic);
+        let by_topic = self.aliases.as_ref().map(|a| &a.by_topic);
         if let Some(&alias) = by_topic.and_then(|b| b.get(topic)) {
             return Some((alias, true));
         }
