@@ -37,6 +37,10 @@ pub struct DevArgs {
     /// Admin HTTP listener: /metrics, /livez, /readyz.
     #[arg(long, env = "THRONG_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
+    /// gRPC listener: the gRPC health service now; the ingest, request/reply and
+    /// history APIs as those services are built.
+    #[arg(long, env = "THRONG_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    pub grpc_listen: SocketAddr,
     #[command(flatten)]
     pub engine: EngineFlags,
 }

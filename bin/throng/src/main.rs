@@ -2,6 +2,7 @@
 
 mod cli;
 mod dev;
+mod grpc;
 mod signal;
 
 use clap::Parser;

@@ -57,11 +57,19 @@ impl Running {
 
 /// `throng dev` on free ports; returns once the MQTT port accepts connections.
 fn start_dev() -> (Running, SocketAddr, SocketAddr) {
+    let (running, mqtt, admin, _grpc) = start_dev_with_grpc();
+    (running, mqtt, admin)
+}
+
+fn start_dev_with_grpc() -> (Running, SocketAddr, SocketAddr, SocketAddr) {
     let mqtt = free_addr();
     let admin = free_addr();
+    let grpc = free_addr();
     let child = Command::new(THRONG)
         .args(["dev", "--mqtt-listen", &mqtt.to_string()])
         .args(["--admin-listen", &admin.to_string()])
+        .args(["--grpc-listen", &grpc.to_string()])
+        .args(["--shutdown-grace", "2s"])
         .env("THRONG_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -69,7 +77,10 @@ fn start_dev() -> (Running, SocketAddr, SocketAddr) {
         .unwrap();
     let mut running = Running(child);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(mqtt).is_err() || TcpStream::connect(admin).is_err() {
+    while TcpStream::connect(mqtt).is_err()
+        || TcpStream::connect(admin).is_err()
+        || TcpStream::connect(grpc).is_err()
+    {
         if let Some(status) = running.0.try_wait().unwrap() {
             panic!("throng dev exited early: {status}");
         }
@@ -79,7 +90,7 @@ fn start_dev() -> (Running, SocketAddr, SocketAddr) {
         );
         std::thread::sleep(Duration::from_millis(25));
     }
-    (running, mqtt, admin)
+    (running, mqtt, admin, grpc)
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
@@ -297,4 +308,35 @@ fn busy_port_fails_clearly() {
         stderr.contains(&addr),
         "stderr should name the address: {stderr}"
     );
+}
+
+#[test]
+fn dev_answers_grpc_health_checks() {
+    let (mut throng, _mqtt, _admin, grpc) = start_dev_with_grpc();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+    });
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    throng.terminate();
+    assert!(throng.wait_exit(Duration::from_secs(10)).success());
 }
