@@ -139,18 +139,17 @@ async fn run_handler(args: HandlerArgs) -> anyhow::Result<()> {
         anyhow::bail!("a handler needs --mqtt-listen or --handoff-listen");
     }
     let listeners = HandlerListeners {
-        mqtt: bind(args.mqtt_listen).await?,
-        handoff: bind(args.handoff_listen).await?,
-        admin: bind(args.admin_listen).await?,
+        mqtt: bind(args.mqtt_listen)?,
+        handoff: bind(args.handoff_listen)?,
+        admin: bind(args.admin_listen)?,
     };
     throng_handler::run(config, listeners, crate::signal::shutdown()).await
 }
 
-pub async fn bind(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+pub fn bind(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
     match addr {
         Some(addr) => Ok(Some(
-            TcpListener::bind(addr)
-                .await
+            throng_handler::bind_listener(addr)
                 .with_context(|| format!("cannot listen on {addr}"))?,
         )),
         None => Ok(None),

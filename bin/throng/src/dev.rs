@@ -12,11 +12,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let grace = config.shutdown_grace;
     config.validate().map_err(anyhow::Error::msg)?;
     let listeners = HandlerListeners {
-        mqtt: bind(Some(args.mqtt_listen)).await?,
+        mqtt: bind(Some(args.mqtt_listen))?,
         handoff: None,
-        admin: bind(Some(args.admin_listen)).await?,
+        admin: bind(Some(args.admin_listen))?,
     };
-    let grpc_listener = bind(Some(args.grpc_listen)).await?.expect("address given");
+    let grpc_listener = bind(Some(args.grpc_listen))?.expect("address given");
     tracing::info!(addr = %grpc_listener.local_addr()?, "grpc listening");
     let stop = CancellationToken::new();
     let grpc = tokio::spawn(crate::grpc::serve(

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::HandlerConfig;
 pub use connection::ConnectMeta;
-pub use listener::ListenerKind;
+pub use listener::{ListenerKind, bind_listener};
 
 use broker::Broker;
 use metrics::HandlerMetrics;

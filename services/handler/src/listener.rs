@@ -23,6 +23,24 @@ pub enum ListenerKind {
     Handoff,
 }
 
+/// Listen backlog asked for; the kernel caps it at `net.core.somaxconn`. A connection
+/// storm queues here instead of being dropped and retried a second later.
+const LISTEN_BACKLOG: i32 = 65535;
+
+/// Binds a TCP listener with a deep accept backlog (tokio's default is 1024).
+pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// Largest PROXY header accepted on the hand-off listener.
 const MAX_PROXY_HEADER: usize = 4096 + 16;
 
