@@ -23,8 +23,8 @@ lint: ## Formatting and clippy, warnings are errors
 fmt:
 	$(CARGO) fmt --all
 
-fuzz: ## Run the codec fuzz target for 60 s (needs cargo-fuzz and a nightly toolchain)
-	cd fuzz && cargo fuzz run codec -- -max_total_time=60
+fuzz: ## Run each fuzz target for 60 s (needs cargo-fuzz and a nightly toolchain)
+	cd fuzz && cargo fuzz run codec -- -max_total_time=60 && cargo fuzz run proxy_header -- -max_total_time=60
 
 bench-idle: build ## Idle memory and connect rate: throng dev against Mosquitto, same host, same run
 	./loadtest/idle-bench.sh
