@@ -24,7 +24,7 @@ fmt:
 	$(CARGO) fmt --all
 
 fuzz: ## Run each fuzz target for 60 s (needs cargo-fuzz and a nightly toolchain)
-	cd fuzz && cargo fuzz run codec -- -max_total_time=60 && cargo fuzz run proxy_header -- -max_total_time=60
+	cd fuzz && for t in codec proxy_header handoff_frame; do cargo fuzz run $$t -- -max_total_time=60 || exit 1; done
 
 bench-idle: build ## Idle memory and connect rate: throng dev against Mosquitto, same host, same run
 	./loadtest/idle-bench.sh

@@ -2,13 +2,14 @@
 //! environment twin; the config is validated before anything binds.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use throng_handler::{HandlerConfig, HandlerListeners};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,6 +57,10 @@ pub struct HandlerArgs {
     /// Internal hand-off listener: PROXY v2 header from an agent, then MQTT.
     #[arg(long, env = "THRONG_HANDOFF_LISTEN")]
     pub handoff_listen: Option<SocketAddr>,
+    /// Unix socket for `fd` hand-off: agents on the same host or pod pass devices'
+    /// sockets here. A stale socket file at the path is replaced.
+    #[arg(long, env = "THRONG_FD_HANDOFF_LISTEN")]
+    pub fd_handoff_listen: Option<PathBuf>,
     /// Admin HTTP listener: /metrics, /livez, /readyz.
     #[arg(long, env = "THRONG_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
@@ -135,15 +140,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_handler(args: HandlerArgs) -> anyhow::Result<()> {
     let config = args.engine.to_config(args.id);
     config.validate().map_err(anyhow::Error::msg)?;
-    if args.mqtt_listen.is_none() && args.handoff_listen.is_none() {
-        anyhow::bail!("a handler needs --mqtt-listen or --handoff-listen");
+    if args.mqtt_listen.is_none()
+        && args.handoff_listen.is_none()
+        && args.fd_handoff_listen.is_none()
+    {
+        anyhow::bail!("a handler needs --mqtt-listen, --handoff-listen or --fd-handoff-listen");
     }
     let listeners = HandlerListeners {
         mqtt: bind(args.mqtt_listen)?,
         handoff: bind(args.handoff_listen)?,
+        fd_handoff: args
+            .fd_handoff_listen
+            .as_deref()
+            .map(bind_unix)
+            .transpose()?,
         admin: bind(args.admin_listen)?,
     };
     throng_handler::run(config, listeners, crate::signal::shutdown()).await
+}
+
+/// Binds a Unix listener at `path`, first removing a socket file left by an
+/// earlier run. A socket something still listens on, or anything that is not a
+/// socket, is an error and left in place.
+pub fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                anyhow::bail!("another process listens on {}", path.display());
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove stale socket {}", path.display()))?
+        }
+        Ok(_) => anyhow::bail!("{} exists and is not a socket", path.display()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot inspect {}", path.display())),
+    }
+    UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))
 }
 
 pub fn bind(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {

@@ -14,6 +14,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let listeners = HandlerListeners {
         mqtt: bind(Some(args.mqtt_listen))?,
         handoff: None,
+        fd_handoff: None,
         admin: bind(Some(args.admin_listen))?,
     };
     let grpc_listener = bind(Some(args.grpc_listen))?.expect("address given");

@@ -71,6 +71,21 @@ pub fn read_packet(
     packet.map(Some)
 }
 
+/// Protocol level of a CONNECT frame that may be malformed or incomplete: the byte
+/// after the protocol name. Lets a server answer a broken v5 CONNECT in v5 form.
+pub fn peek_protocol_level(frame: &[u8]) -> Option<u8> {
+    let mut i = 1;
+    while *frame.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    let start = i + 1;
+    let name_len = usize::from(u16::from_be_bytes([
+        *frame.get(start)?,
+        *frame.get(start + 1)?,
+    ]));
+    frame.get(start + 2 + name_len).copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ pub mod reason;
 pub use decode::{decode, decode_bytes};
 pub use encode::{encode, encoded_len};
 pub use error::{DecodeError, EncodeError};
-pub use frame::{MAX_REMAINING_LENGTH, check, read_packet};
+pub use frame::{MAX_REMAINING_LENGTH, check, peek_protocol_level, read_packet};
 #[doc(hidden)]
 pub use fuzz::fuzz_one;
 pub use packet::*;

@@ -9,11 +9,15 @@
 
 mod error;
 mod header;
+#[cfg(feature = "tokio")]
+mod read;
 mod v1;
 mod v2;
 
 pub use error::ProxyError;
 pub use header::{Command, ProxyHeader, TLV_THRONG_CLIENT_ID, TLV_THRONG_CONN_ID, Tlv};
+#[cfg(feature = "tokio")]
+pub use read::{ReadError, read_header};
 pub use v2::{MAX_V2_PAYLOAD, SIGNATURE as V2_SIGNATURE, encode_v2};
 
 /// The longest possible v1 header, CRLF included.

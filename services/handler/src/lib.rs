@@ -5,6 +5,7 @@
 mod broker;
 mod config;
 mod connection;
+mod fd_listener;
 mod listener;
 mod message;
 mod metrics;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 use throng_codec::reason;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -65,6 +66,18 @@ impl Handler {
         ))
     }
 
+    /// Receives `fd` hand-offs (sockets passed by agents over Unix connections
+    /// accepted on `listener`) until shutdown.
+    pub fn serve_fd_handoff(&self, listener: UnixListener) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(fd_listener::accept_loop(
+            listener,
+            self.broker.clone(),
+            self.permits.clone(),
+            self.tracker.clone(),
+            self.stop.clone(),
+        ))
+    }
+
     pub fn id(&self) -> &str {
         &self.broker.config.id
     }
@@ -96,6 +109,8 @@ impl Handler {
 pub struct HandlerListeners {
     pub mqtt: Option<TcpListener>,
     pub handoff: Option<TcpListener>,
+    /// Unix socket where agents on the same host or pod pass devices' sockets.
+    pub fd_handoff: Option<UnixListener>,
     pub admin: Option<TcpListener>,
 }
 
@@ -114,6 +129,16 @@ pub async fn run(
     if let Some(listener) = listeners.handoff {
         tracing::info!(addr = %listener.local_addr()?, handler = handler.id(), "hand-off listening");
         handler.serve(listener, ListenerKind::Handoff);
+    }
+    if let Some(listener) = listeners.fd_handoff {
+        let path = listener.local_addr()?;
+        let path = path.as_pathname().map(|p| p.display().to_string());
+        tracing::info!(
+            path = path.as_deref().unwrap_or("unnamed"),
+            handler = handler.id(),
+            "fd hand-off listening"
+        );
+        handler.serve_fd_handoff(listener);
     }
     let admin_stop = CancellationToken::new();
     if let Some(listener) = listeners.admin {

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use throng_proxy_protocol::ProxyHeader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -40,9 +39,6 @@ pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener>
     socket.listen(LISTEN_BACKLOG)?;
     TcpListener::from_std(socket.into())
 }
-
-/// Largest PROXY header accepted on the hand-off listener.
-const MAX_PROXY_HEADER: usize = 4096 + 16;
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
@@ -115,7 +111,7 @@ async fn serve_handoff(
     // Boxed: the header phase's state is freed before the connection is served.
     let header = Box::pin(async {
         tokio::select! {
-            header = tokio::time::timeout(deadline, read_proxy_header(&stream)) => Some(header),
+            header = tokio::time::timeout(deadline, throng_proxy_protocol::read_header(&stream)) => Some(header),
             () = stop.cancelled() => None,
         }
     })
@@ -137,27 +133,6 @@ async fn serve_handoff(
         Err(_) => {
             tracing::debug!(peer = %meta.peer, "no hand-off header before the deadline");
             broker.metrics.connect("timeout");
-        }
-    }
-}
-
-/// Reads a PROXY header; returns it and any bytes read past it.
-async fn read_proxy_header(stream: &TcpStream) -> Result<(ProxyHeader, Vec<u8>), String> {
-    let mut buf = Vec::with_capacity(256);
-    loop {
-        match throng_proxy_protocol::parse(&buf) {
-            Ok(Some((header, used))) => return Ok((header, buf[used..].to_vec())),
-            Ok(None) if buf.len() >= MAX_PROXY_HEADER => return Err("header too long".into()),
-            Ok(None) => {}
-            Err(err) => return Err(err.to_string()),
-        }
-        stream.readable().await.map_err(|e| e.to_string())?;
-        let mut chunk = [0u8; 512];
-        match stream.try_read(&mut chunk) {
-            Ok(0) => return Err("closed before the header".into()),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e.to_string()),
         }
     }
 }

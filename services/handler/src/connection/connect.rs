@@ -18,7 +18,7 @@ use crate::session::{ConnLink, ConnSignal, PendingWill};
 pub struct ConnectMeta {
     /// The device's address (from a PROXY header when one came first).
     pub peer: SocketAddr,
-    /// Connection id given by an agent; the handler numbers its own otherwise.
+    /// Connection id given by an agent, for logs; the handler numbers its own.
     pub conn_id: Option<u64>,
     /// Client id an agent assigned to an empty one; used instead of making one up.
     pub assigned_client_id: Option<String>,
@@ -153,23 +153,9 @@ async fn read_first_frame(
 
 /// Best effort CONNACK for a v5 client whose CONNECT was refused before parsing.
 fn send_early_refusal(stream: &TcpStream, frame: &[u8], code: u8) {
-    if peek_protocol_level(frame) == Some(5) {
+    if throng_codec::peek_protocol_level(frame) == Some(5) {
         write_connack(stream, ProtocolVersion::V5, code);
     }
-}
-
-/// Protocol level of a (possibly malformed) CONNECT: byte after the protocol name.
-fn peek_protocol_level(frame: &[u8]) -> Option<u8> {
-    let mut i = 1;
-    while *frame.get(i)? & 0x80 != 0 {
-        i += 1;
-    }
-    let start = i + 1;
-    let name_len = usize::from(u16::from_be_bytes([
-        *frame.get(start)?,
-        *frame.get(start + 1)?,
-    ]));
-    frame.get(start + 2 + name_len).copied()
 }
 
 fn write_connack(stream: &TcpStream, version: ProtocolVersion, code: u8) {

@@ -80,8 +80,11 @@ pub async fn serve(
     permit: OwnedSemaphorePermit,
     tracker: TaskTracker,
 ) {
-    let conn_id = meta.conn_id.unwrap_or_else(|| broker.next_conn_id());
-    let span = tracing::debug_span!("conn", peer = %meta.peer, conn_id);
+    // The handler's own id links the connection to its session; an agent's id (unique
+    // only per agent) is for following a device across logs.
+    let conn_id = broker.next_conn_id();
+    let span =
+        tracing::debug_span!("conn", peer = %meta.peer, conn_id, agent_conn_id = meta.conn_id);
     // Counted from accept; the connection task takes the count over once connected.
     broker.metrics.connections.inc();
     let connected = async {

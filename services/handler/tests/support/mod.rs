@@ -17,6 +17,9 @@ pub struct TestServer {
     pub mqtt: SocketAddr,
     pub handoff: SocketAddr,
     pub admin: SocketAddr,
+    /// Unix socket of the `fd` hand-off listener (in a temp dir the server owns).
+    pub fd_handoff: std::path::PathBuf,
+    _fd_dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -30,6 +33,9 @@ impl TestServer {
         let mqtt = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let handoff = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fd_dir = tempfile::tempdir().unwrap();
+        let fd_handoff = fd_dir.path().join("handoff.sock");
+        let fd_listener = tokio::net::UnixListener::bind(&fd_handoff).unwrap();
         let addrs = (
             mqtt.local_addr().unwrap(),
             handoff.local_addr().unwrap(),
@@ -39,6 +45,7 @@ impl TestServer {
         let listeners = HandlerListeners {
             mqtt: Some(mqtt),
             handoff: Some(handoff),
+            fd_handoff: Some(fd_listener),
             admin: Some(admin),
         };
         let task = tokio::spawn(throng_handler::run(config, listeners, async move {
@@ -48,6 +55,8 @@ impl TestServer {
             mqtt: addrs.0,
             handoff: addrs.1,
             admin: addrs.2,
+            fd_handoff,
+            _fd_dir: fd_dir,
             stop: Some(stop),
             task: Some(task),
         }

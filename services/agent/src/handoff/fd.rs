@@ -1,0 +1,99 @@
+//! Fd hand-off (the paper's PIPE hand-off): the device's socket goes to the handler
+//! over a Unix socket with SCM_RIGHTS, with its metadata and the bytes already read.
+//! One Unix connection per handler carries hand-offs one after another.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use throng_handoff::{HandoffError as SendError, HandoffMeta, send_async};
+use throng_ring::Member;
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::Mutex;
+
+use super::{Handed, HandoffError, Outgoing};
+
+/// The Unix connection to one handler; `None` until opened or after an error.
+type HandlerSocket = Arc<Mutex<Option<UnixStream>>>;
+
+pub struct FdHandoff {
+    /// `<dir>/<member id>.sock` is each handler's fd hand-off listener.
+    pub dir: PathBuf,
+    pub timeout: Duration,
+    /// One connection per handler, opened on first use and replaced after an error.
+    connections: parking_lot::Mutex<HashMap<Arc<str>, HandlerSocket>>,
+}
+
+impl FdHandoff {
+    pub fn new(dir: PathBuf, timeout: Duration) -> FdHandoff {
+        FdHandoff {
+            dir,
+            timeout,
+            connections: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn hand(&self, member: &Member, conn: Outgoing) -> Handed {
+        let id = member.id.clone();
+        let slot = self
+            .connections
+            .lock()
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if slot.is_none() {
+            let path = self.dir.join(format!("{}.sock", member.id));
+            match tokio::time::timeout(self.timeout, UnixStream::connect(&path)).await {
+                Ok(Ok(sock)) => *slot = Some(sock),
+                Ok(Err(err)) => {
+                    return Handed::Retry(Box::new(conn), HandoffError::Unreachable(id, err));
+                }
+                Err(_) => return Handed::Retry(Box::new(conn), HandoffError::Timeout(id)),
+            }
+        }
+        let sock = slot.as_ref().expect("connected above");
+        let meta = HandoffMeta {
+            conn_id: conn.conn_id,
+            peer: conn.peer,
+            local: conn.local,
+            assigned_client_id: conn.assigned_client_id.as_deref().map(str::to_string),
+        };
+        let Outgoing { stream, bytes, .. } = conn;
+        let std_stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => return Handed::Lost(HandoffError::Failed(id, err.to_string())),
+        };
+        match tokio::time::timeout(self.timeout, send_async(sock, std_stream, &meta, &bytes)).await
+        {
+            Ok(Ok(())) => Handed::Done { relayed: false },
+            Ok(Err(SendError::NotSent { source, stream })) => {
+                *slot = None;
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => Handed::Retry(
+                        Box::new(Outgoing {
+                            stream,
+                            conn_id: meta.conn_id,
+                            peer: meta.peer,
+                            local: meta.local,
+                            assigned_client_id: meta.assigned_client_id.map(Arc::from),
+                            bytes,
+                        }),
+                        HandoffError::Unreachable(id, source),
+                    ),
+                    Err(err) => Handed::Lost(HandoffError::Failed(id, err.to_string())),
+                }
+            }
+            Ok(Err(err)) => {
+                // Part of a frame went out: this Unix connection is out of step.
+                *slot = None;
+                Handed::Lost(HandoffError::Failed(id, err.to_string()))
+            }
+            Err(_) => {
+                *slot = None;
+                Handed::Lost(HandoffError::Timeout(id))
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Routing for TLS connections. The agent terminates TLS, so it must keep relaying
+//! decrypted bytes itself: proxy hand-off only, copied by a task per connection
+//! (rustls holds buffers per connection anyway; the buffer-free relay serves plain
+//! TCP).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use throng_codec::{ProtocolVersion, reason};
+use throng_proxy_protocol::{ProxyHeader, encode_v2};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::Core;
+use crate::first_packet::{FirstPacket, send_refusal};
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn route<S: AsyncRead + AsyncWrite + Unpin>(
+    mut device: S,
+    conn_id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    client_id: Arc<str>,
+    assigned: Option<Arc<str>>,
+    first: FirstPacket,
+    core: &Arc<Core>,
+) {
+    let ring = core.ring.borrow().clone();
+    let started = Instant::now();
+    let mut header = ProxyHeader::proxied(peer, local).with_conn_id(conn_id);
+    if let Some(assigned) = &assigned {
+        header = header.with_assigned_client_id(assigned);
+    }
+    let mut hello = Vec::with_capacity(64 + first.bytes.len());
+    if encode_v2(&header, &mut hello).is_err() {
+        return;
+    }
+    hello.extend_from_slice(&first.bytes);
+    for member in ring.candidates(&client_id) {
+        let timeout = core.config.handoff_timeout;
+        let connected = tokio::time::timeout(timeout, async {
+            let mut upstream = TcpStream::connect(&*member.addr).await?;
+            upstream.set_nodelay(true)?;
+            upstream.write_all(&hello).await?;
+            Ok::<_, std::io::Error>(upstream)
+        })
+        .await;
+        match connected {
+            Ok(Ok(mut upstream)) => {
+                core.metrics
+                    .handoff_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                core.metrics.routed_to(&member.id);
+                core.table
+                    .routed(conn_id, client_id.clone(), member.id.clone());
+                let _ = tokio::io::copy_bidirectional(&mut device, &mut upstream).await;
+                return;
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(%client_id, handler = %member.id, error = %err, "handler unreachable, trying the next in ring order");
+            }
+            Err(_) => {
+                tracing::warn!(%client_id, handler = %member.id, "handler did not answer in time, trying the next in ring order");
+            }
+        }
+        core.metrics.handoff_failed(&member.id);
+    }
+    let code = if first.version.is_v5() {
+        reason::SERVER_UNAVAILABLE
+    } else {
+        reason::v3::SERVER_UNAVAILABLE
+    };
+    let version: ProtocolVersion = first.version;
+    send_refusal(&mut device, version, code).await;
+}
