@@ -28,6 +28,8 @@ enum Command {
     Dev(DevArgs),
     /// One message handler: a full MQTT server for the connections it owns.
     Handler(HandlerArgs),
+    /// One connection agent: admits devices and hands each to its handler.
+    Agent(crate::agent::AgentArgs),
 }
 
 #[derive(Args, Debug)]
@@ -42,6 +44,9 @@ pub struct DevArgs {
     /// history APIs as those services are built.
     #[arg(long, env = "THRONG_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     pub grpc_listen: SocketAddr,
+    /// Handlers started behind the agent (each on its own loopback hand-off port).
+    #[arg(long, env = "THRONG_DEV_HANDLERS", default_value_t = 2)]
+    pub dev_handlers: usize,
     #[command(flatten)]
     pub engine: EngineFlags,
 }
@@ -134,6 +139,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Handler(args) => run_handler(args).await,
+        Command::Agent(args) => crate::agent::run(args).await,
     }
 }
 

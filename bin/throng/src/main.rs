@@ -1,5 +1,6 @@
 //! The `throng` binary: parse the command line, set up logging, run the service.
 
+mod agent;
 mod cli;
 mod dev;
 mod grpc;
@@ -15,6 +16,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    // One TLS crypto provider for every rustls user in the process (the Kubernetes
+    // client among them), whatever other crates' features compiled in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("THRONG_LOG")

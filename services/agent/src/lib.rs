@@ -150,6 +150,12 @@ impl Agent {
         !self.core.ring.borrow().is_empty()
     }
 
+    /// `ready` as a check the admin server can hold.
+    pub fn ready_check(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let ring = self.core.ring.clone();
+        move || !ring.borrow().is_empty()
+    }
+
     /// Connections the agent holds now (reading CONNECT or relayed).
     pub fn connections(&self) -> usize {
         self.core.table.len()
@@ -274,10 +280,9 @@ pub async fn run(
     let admin_stop = CancellationToken::new();
     if let Some(listener) = listeners.admin {
         tracing::info!(addr = %listener.local_addr()?, "admin listening");
-        let ready_agent = agent.core.ring.clone();
         let router = throng_admin::router(
             Arc::new(registry),
-            Arc::new(move || !ready_agent.borrow().is_empty()),
+            Arc::new(agent.ready_check()),
             agent.admin_routes(),
         );
         let stopped = admin_stop.clone();

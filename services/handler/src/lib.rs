@@ -25,9 +25,9 @@ use tokio_util::task::TaskTracker;
 pub use config::HandlerConfig;
 pub use connection::ConnectMeta;
 pub use listener::{ListenerKind, bind_listener};
+pub use metrics::HandlerMetrics;
 
 use broker::Broker;
-use metrics::HandlerMetrics;
 use security::Security;
 
 /// A running handler engine: sessions, subscriptions, retained messages.
@@ -41,10 +41,16 @@ pub struct Handler {
 impl Handler {
     /// Validates the config, loads password and ACL files and registers metrics.
     pub fn start(config: HandlerConfig, registry: &mut Registry) -> anyhow::Result<Handler> {
-        config.validate().map_err(anyhow::Error::msg)?;
-        let security = Security::load(&config)?;
         let metrics = HandlerMetrics::default();
         metrics.register(registry);
+        Handler::with_metrics(config, metrics)
+    }
+
+    /// Like `start`, reporting into metrics registered elsewhere: several handlers in
+    /// one process (`throng dev`) add up into one set.
+    pub fn with_metrics(config: HandlerConfig, metrics: HandlerMetrics) -> anyhow::Result<Handler> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let security = Security::load(&config)?;
         let permits = Arc::new(Semaphore::new(config.max_connections));
         Ok(Handler {
             broker: Broker::new(config, metrics, security),
@@ -76,6 +82,14 @@ impl Handler {
             self.tracker.clone(),
             self.stop.clone(),
         ))
+    }
+
+    /// Links handlers of one process so that a message published on any reaches
+    /// subscribers on all (how `throng dev` serves several handlers without a
+    /// distributor). Shared subscriptions still pick one member per handler.
+    pub fn link_in_process(handlers: &[&Handler]) {
+        let brokers: Vec<Arc<Broker>> = handlers.iter().map(|h| h.broker.clone()).collect();
+        Broker::link_peers(&brokers);
     }
 
     pub fn id(&self) -> &str {

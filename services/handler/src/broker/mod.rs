@@ -11,8 +11,8 @@ mod sessions;
 mod subscriptions;
 mod timers;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
 use prometheus_client::metrics::gauge::Gauge;
@@ -57,6 +57,9 @@ pub struct Broker {
     share_cursor: AtomicUsize,
     online: Gauge,
     offline: Gauge,
+    /// Other handlers in this process that see every message published here
+    /// (`throng dev`); a cluster routes through distributors instead.
+    peers: RwLock<Vec<Weak<Broker>>>,
 }
 
 impl Broker {
@@ -77,10 +80,33 @@ impl Broker {
             share_cursor: AtomicUsize::new(0),
             online,
             offline,
+            peers: RwLock::new(Vec::new()),
         });
         timers::spawn(Arc::downgrade(&broker));
         keepalive::spawn(Arc::downgrade(&broker));
         broker
+    }
+
+    /// Routes a message published by a client of this handler (or its will): here,
+    /// and on every peer handler. Returns the sessions it was queued to.
+    pub fn publish_everywhere(&self, message: Arc<Message>) -> usize {
+        let peers: Vec<Arc<Broker>> = self.peers.read().iter().filter_map(Weak::upgrade).collect();
+        let mut queued = self.publish(message.clone());
+        for peer in peers {
+            queued += peer.publish(message.clone());
+        }
+        queued
+    }
+
+    /// Makes every broker a peer of every other.
+    pub fn link_peers(brokers: &[Arc<Broker>]) {
+        for broker in brokers {
+            *broker.peers.write() = brokers
+                .iter()
+                .filter(|other| !Arc::ptr_eq(other, broker))
+                .map(Arc::downgrade)
+                .collect();
+        }
     }
 
     pub fn next_conn_id(&self) -> u64 {

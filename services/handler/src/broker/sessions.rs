@@ -229,7 +229,7 @@ impl Broker {
             .message_expiry_interval
             .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
         self.metrics.messages_received.inc();
-        self.publish(Arc::new(Message {
+        self.publish_everywhere(Arc::new(Message {
             topic: Arc::from(will.topic),
             payload: will.payload,
             qos: will.qos,

@@ -109,7 +109,7 @@ impl Connection {
             let expires_at = properties
                 .message_expiry_interval
                 .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
-            let matched = self.broker.publish(Arc::new(Message {
+            let matched = self.broker.publish_everywhere(Arc::new(Message {
                 topic,
                 payload: publish.payload,
                 qos: publish.qos,
