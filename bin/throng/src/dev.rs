@@ -48,11 +48,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     agent.serve(mqtt);
 
     let stop = CancellationToken::new();
-    let ready = {
-        let agent_ready = agent.ready_check();
-        Arc::new(move || agent_ready())
-    };
-    let router = throng_admin::router(Arc::new(registry), ready, agent.admin_routes());
+    let router = throng_admin::router(
+        Arc::new(registry),
+        Arc::new(agent.ready_check()),
+        agent.admin_routes(),
+    );
     tracing::info!(addr = %admin.local_addr()?, "admin listening");
     let admin_task = tokio::spawn(throng_admin::serve(
         admin,

@@ -236,7 +236,7 @@ fn sigterm_does_not_wait_for_sockets_that_never_sent_connect() {
     let (mut throng, mqtt, admin) = start_dev();
     let _idle = TcpStream::connect(mqtt).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(admin, "throng_handler_connections") < 1.0 {
+    while metric(admin, "throng_agent_connections") < 1.0 {
         assert!(Instant::now() < deadline, "idle socket never counted");
         std::thread::sleep(Duration::from_millis(20));
     }
