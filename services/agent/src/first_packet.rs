@@ -112,3 +112,82 @@ pub async fn send_refusal<S: AsyncWrite + Unpin>(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use throng_codec::Connect;
+    use tokio::io::AsyncWriteExt;
+
+    fn connect_bytes(version: ProtocolVersion, client_id: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let packet = Packet::Connect(Box::new(Connect {
+            protocol: Some(version),
+            clean_start: true,
+            keep_alive: 30,
+            client_id: client_id.into(),
+            ..Connect::default()
+        }));
+        throng_codec::encode(&packet, version, &mut out).unwrap();
+        out
+    }
+
+    async fn read(input: Vec<u8>, max: usize) -> Result<FirstPacket, (FirstPacketError, Vec<u8>)> {
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        client.write_all(&input).await.unwrap();
+        drop(client);
+        read_connect(&mut server, Vec::new(), max).await
+    }
+
+    #[tokio::test]
+    async fn reads_a_connect_and_keeps_what_follows() {
+        let mut input = connect_bytes(ProtocolVersion::V5, "dev-1");
+        let len = input.len();
+        input.extend_from_slice(&[0xC0, 0x00]); // PINGREQ right behind it
+        let first = read(input.clone(), 1024).await.unwrap();
+        assert_eq!(first.client_id, "dev-1");
+        assert_eq!(first.version, ProtocolVersion::V5);
+        assert!(first.clean_start);
+        assert_eq!(first.bytes, input);
+        assert_eq!(&first.bytes[len..], &[0xC0, 0x00]);
+    }
+
+    #[tokio::test]
+    async fn anything_but_connect_is_refused_from_its_first_byte() {
+        let (err, _) = read(vec![0x30, 0x7F], 1024).await.unwrap_err();
+        assert!(matches!(err, FirstPacketError::NotConnect));
+        assert_eq!(err.connack(&[0x30]), None);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_v5_connect_gets_packet_too_large() {
+        let input = connect_bytes(ProtocolVersion::V5, &"x".repeat(200));
+        let (err, bytes) = read(input, 64).await.unwrap_err();
+        assert!(matches!(err, FirstPacketError::TooLarge(64)));
+        assert_eq!(
+            err.connack(&bytes),
+            Some((ProtocolVersion::V5, reason::PACKET_TOO_LARGE))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_protocol_level_gets_the_v3_refusal() {
+        let mut input = connect_bytes(ProtocolVersion::V3_1_1, "a");
+        input[8] = 6; // protocol level byte of "MQTT"
+        let (err, bytes) = read(input, 1024).await.unwrap_err();
+        assert_eq!(
+            err.connack(&bytes),
+            Some((
+                ProtocolVersion::V3_1_1,
+                reason::v3::UNACCEPTABLE_PROTOCOL_VERSION
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_before_connect_is_reported() {
+        let input = connect_bytes(ProtocolVersion::V3_1_1, "a");
+        let (err, _) = read(input[..5].to_vec(), 1024).await.unwrap_err();
+        assert!(matches!(err, FirstPacketError::Closed));
+    }
+}

@@ -118,3 +118,63 @@ impl ConnTable {
         counts
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::{Admission, AdmissionConfig};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn admission() -> Admission {
+        Admission::new(AdmissionConfig {
+            max_connections: 10,
+            max_connections_per_ip: 10,
+            per_ip_rate: None,
+            global_rate: None,
+        })
+    }
+
+    const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn closing_a_relayed_pair_releases_its_connection() {
+        let admission = admission();
+        let table = ConnTable::default();
+        let guard = admission.try_admit(IP, std::time::Instant::now()).unwrap();
+        let conn = table.open(Some(guard));
+        table.routed(conn, Arc::from("c1"), Arc::from("h0"));
+        table.relayed(conn, 7);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.by_handler().get("h0"), Some(&1));
+        assert_eq!(admission.active(), 1);
+        table.pair_closed(7);
+        assert_eq!(table.len(), 0);
+        assert_eq!(admission.active(), 0);
+    }
+
+    #[test]
+    fn a_pair_closed_before_it_was_filed_still_releases_its_connection() {
+        let admission = admission();
+        let table = ConnTable::default();
+        let guard = admission.try_admit(IP, std::time::Instant::now()).unwrap();
+        let conn = table.open(Some(guard));
+        table.pair_closed(9);
+        assert_eq!(table.len(), 1, "not filed yet");
+        table.relayed(conn, 9);
+        assert_eq!(table.len(), 0);
+        assert_eq!(admission.active(), 0);
+        // The tombstone is gone: a later pair with another id files normally.
+        let conn = table.open(None);
+        table.relayed(conn, 10);
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn conn_ids_are_unique_and_carry_an_agent_prefix() {
+        let table = ConnTable::default();
+        let a = table.open(None);
+        let b = table.open(None);
+        assert_ne!(a, b);
+        assert_eq!(a >> 48, b >> 48);
+    }
+}
