@@ -98,6 +98,9 @@ pub struct RoutingFlags {
     /// Connections admitted at once.
     #[arg(long, env = "THRONG_MAX_CONNECTIONS", default_value_t = 1_000_000)]
     pub max_connections: usize,
+    /// Connections at once that have not finished their CONNECT (refused ones too).
+    #[arg(long, env = "THRONG_MAX_PENDING_CONNECTS", default_value_t = 65_536)]
+    pub max_pending_connects: usize,
     /// Connections admitted at once from one address (IPv6: one /64).
     #[arg(
         long,
@@ -139,6 +142,7 @@ impl RoutingFlags {
             max_connect_size: self.max_connect_size,
             handoff_timeout: self.handoff_timeout,
             max_connections: self.max_connections,
+            max_pending_connects: self.max_pending_connects,
             max_connections_per_ip: self.max_connections_per_ip,
             per_ip_rate: self.per_ip_rate.map(|rate| (rate, self.per_ip_burst)),
             global_rate: self.global_rate.map(|rate| (rate, self.global_burst)),

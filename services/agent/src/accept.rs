@@ -22,6 +22,13 @@ pub(crate) async fn accept_loop(
     tls: Option<TlsConfigWatcher>,
 ) {
     loop {
+        let permit = tokio::select! {
+            permit = core.pending.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = core.stop.cancelled() => return,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = core.stop.cancelled() => return,
@@ -40,7 +47,7 @@ pub(crate) async fn accept_loop(
         let tls = tls.clone();
         core.tracker.spawn(async move {
             core_for_task.metrics.connections.inc();
-            let relayed = serve(stream, peer, &core_for_task, tls).await;
+            let relayed = serve(stream, peer, &core_for_task, tls, permit).await;
             if !relayed {
                 core_for_task.metrics.connections.dec();
             }
@@ -55,6 +62,7 @@ async fn serve(
     tcp_peer: SocketAddr,
     core: &Arc<Core>,
     tls: Option<TlsConfigWatcher>,
+    pending: tokio::sync::OwnedSemaphorePermit,
 ) -> bool {
     let deadline = Instant::now() + core.config.connect_timeout;
     let Ok(local) = stream.local_addr() else {
@@ -116,6 +124,8 @@ async fn serve(
             };
             core.metrics.accept("admitted");
             let conn_id = core.table.open(Some(guard));
+            // The CONNECT phase is over.
+            drop(pending);
             let out = Outgoing {
                 stream,
                 conn_id,
@@ -161,6 +171,8 @@ async fn serve(
             };
             core.metrics.accept("admitted");
             let conn_id = core.table.open(Some(guard));
+            // The CONNECT phase is over.
+            drop(pending);
             crate::tls_proxy::route(
                 stream, conn_id, peer, local, client_id, assigned, first, core,
             )

@@ -26,6 +26,9 @@ pub struct AgentConfig {
     /// How long one attempt to reach a handler may take before the next is tried.
     pub handoff_timeout: Duration,
     pub max_connections: usize,
+    /// Connections at once in the CONNECT phase (refused ones included); accept
+    /// waits beyond it, so a flood of silent sockets cannot hold unbounded state.
+    pub max_pending_connects: usize,
     pub max_connections_per_ip: usize,
     /// Connects per second and burst, per client address (IPv6: per /64).
     pub per_ip_rate: Option<(f64, u32)>,
@@ -48,6 +51,7 @@ impl Default for AgentConfig {
             max_connect_size: 64 * 1024,
             handoff_timeout: Duration::from_secs(2),
             max_connections: 1_000_000,
+            max_pending_connects: 65_536,
             max_connections_per_ip: 1_000_000,
             per_ip_rate: None,
             global_rate: None,
@@ -66,7 +70,10 @@ impl AgentConfig {
         if self.max_connect_size < 16 {
             return Err("max connect size must be at least 16 bytes".into());
         }
-        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+        if self.max_connections == 0
+            || self.max_connections_per_ip == 0
+            || self.max_pending_connects == 0
+        {
             return Err("connection caps must be at least 1".into());
         }
         if self.relay_threads == 0 {

@@ -48,6 +48,8 @@ pub(crate) struct Core {
     ring: watch::Receiver<Arc<Ring>>,
     handoff: Handoff,
     relay: Relay,
+    /// Permits for connections in the CONNECT phase.
+    pending: Arc<tokio::sync::Semaphore>,
     stop: CancellationToken,
     tracker: TaskTracker,
 }
@@ -110,6 +112,7 @@ impl Agent {
             )),
         };
         spawn_ring_gauge(ring.clone(), metrics.ring_members.clone());
+        let config_pending = config.max_pending_connects;
         Ok(Agent {
             core: Arc::new(Core {
                 config,
@@ -120,6 +123,7 @@ impl Agent {
                 ring,
                 handoff,
                 relay,
+                pending: Arc::new(tokio::sync::Semaphore::new(config_pending)),
                 stop: CancellationToken::new(),
                 tracker: TaskTracker::new(),
             }),
