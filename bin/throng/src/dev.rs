@@ -54,11 +54,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         agent.admin_routes(),
     );
     tracing::info!(addr = %admin.local_addr()?, "admin listening");
-    let admin_task = tokio::spawn(throng_admin::serve(
-        admin,
-        router,
-        stop.clone().cancelled_owned(),
-    ));
+    let admin_task = throng_admin::spawn(admin, router, stop.clone().cancelled_owned());
     tracing::info!(addr = %grpc_listener.local_addr()?, "grpc listening");
     let grpc = tokio::spawn(crate::grpc::serve(
         grpc_listener,

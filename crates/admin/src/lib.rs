@@ -43,6 +43,20 @@ pub async fn serve(
         .await
 }
 
+/// Serves the admin router in its own task until `shutdown` completes; a failure
+/// is logged (the service goes on without its admin port).
+pub fn spawn(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(err) = serve(listener, router, shutdown).await {
+            tracing::error!(error = %err, "admin server failed");
+        }
+    })
+}
+
 async fn metrics(State(state): State<AdminState>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {

@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::Core;
+use crate::admission::{AdmitGuard, Refusal};
 use crate::first_packet::{FirstPacket, read_connect, send_refusal};
 use crate::handoff::{Handed, Outgoing};
 use crate::prefixed::Prefixed;
@@ -103,38 +104,21 @@ async fn serve(
     match tls {
         None => {
             let mut stream = stream;
-            let Some(first) = read_first(&mut stream, initial, deadline, core).await else {
+            let Some(admitted) = admit(&mut stream, initial, deadline, admission, core).await
+            else {
                 return false;
             };
-            let guard = match admission {
-                Ok(guard) => guard,
-                Err(refusal) => {
-                    core.metrics.accept(refusal.metric_label());
-                    send_refusal(
-                        &mut stream,
-                        first.version,
-                        refusal.connack_code(first.version.is_v5()),
-                    )
-                    .await;
-                    return false;
-                }
-            };
-            let Some((client_id, assigned)) = client_id(&mut stream, &first, core).await else {
-                return false;
-            };
-            core.metrics.accept("admitted");
-            let conn_id = core.table.open(Some(guard));
             // The CONNECT phase is over.
             drop(pending);
             let out = Outgoing {
                 stream,
-                conn_id,
+                conn_id: admitted.conn_id,
                 peer,
                 local,
-                assigned_client_id: assigned,
-                bytes: first.bytes,
+                assigned_client_id: admitted.assigned,
+                bytes: admitted.first.bytes,
             };
-            route(out, client_id, first.version, core).await
+            route(out, admitted.client_id, admitted.first.version, core).await
         }
         Some(tls) => {
             let handshake = tls.acceptor().accept(Prefixed::new(initial, stream));
@@ -150,37 +134,57 @@ async fn serve(
                     return false;
                 }
             };
-            let Some(first) = read_first(&mut stream, Vec::new(), deadline, core).await else {
+            let Some(admitted) = admit(&mut stream, Vec::new(), deadline, admission, core).await
+            else {
                 return false;
             };
-            let guard = match admission {
-                Ok(guard) => guard,
-                Err(refusal) => {
-                    core.metrics.accept(refusal.metric_label());
-                    send_refusal(
-                        &mut stream,
-                        first.version,
-                        refusal.connack_code(first.version.is_v5()),
-                    )
-                    .await;
-                    return false;
-                }
-            };
-            let Some((client_id, assigned)) = client_id(&mut stream, &first, core).await else {
-                return false;
-            };
-            core.metrics.accept("admitted");
-            let conn_id = core.table.open(Some(guard));
-            // The CONNECT phase is over.
             drop(pending);
-            crate::tls_proxy::route(
-                stream, conn_id, peer, local, client_id, assigned, first, core,
-            )
-            .await;
+            let conn_id = admitted.conn_id;
+            crate::tls_proxy::route(stream, admitted, peer, local, core).await;
             core.table.close(conn_id);
             false
         }
     }
+}
+
+/// A device past the CONNECT phase, filed in the connection table.
+pub(crate) struct Admitted {
+    pub first: FirstPacket,
+    pub conn_id: u64,
+    /// The id to route by.
+    pub client_id: Arc<str>,
+    /// Set when the agent assigned the id (the device sent an empty one).
+    pub assigned: Option<Arc<str>>,
+}
+
+/// The CONNECT phase on an open stream: read the CONNECT, apply the admission
+/// verdict (refused devices get their CONNACK now), settle the client id and file
+/// the connection. `None` when the connection is done with.
+async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    initial: Vec<u8>,
+    deadline: Instant,
+    admission: Result<AdmitGuard, Refusal>,
+    core: &Core,
+) -> Option<Admitted> {
+    let first = read_first(stream, initial, deadline, core).await?;
+    let guard = match admission {
+        Ok(guard) => guard,
+        Err(refusal) => {
+            core.metrics.accept(refusal.metric_label());
+            let code = refusal.connack_code(first.version.is_v5());
+            send_refusal(stream, first.version, code).await;
+            return None;
+        }
+    };
+    let (client_id, assigned) = client_id(stream, &first, core).await?;
+    core.metrics.accept("admitted");
+    Some(Admitted {
+        conn_id: core.table.open(Some(guard)),
+        first,
+        client_id,
+        assigned,
+    })
 }
 
 /// Reads the CONNECT under the deadline; refuses and returns `None` on anything else.

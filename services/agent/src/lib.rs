@@ -289,15 +289,7 @@ pub async fn run(
             Arc::new(agent.ready_check()),
             agent.admin_routes(),
         );
-        let stopped = admin_stop.clone();
-        tokio::spawn(async move {
-            if let Err(err) =
-                throng_admin::serve(listener, router, async move { stopped.cancelled().await })
-                    .await
-            {
-                tracing::error!(error = %err, "admin server failed");
-            }
-        });
+        throng_admin::spawn(listener, router, admin_stop.clone().cancelled_owned());
     }
     shutdown.await;
     tracing::info!("shutting down");

@@ -13,19 +13,22 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::Core;
-use crate::first_packet::{FirstPacket, send_refusal};
+use crate::accept::Admitted;
+use crate::first_packet::send_refusal;
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn route<S: AsyncRead + AsyncWrite + Unpin>(
     mut device: S,
-    conn_id: u64,
+    admitted: Admitted,
     peer: SocketAddr,
     local: SocketAddr,
-    client_id: Arc<str>,
-    assigned: Option<Arc<str>>,
-    first: FirstPacket,
     core: &Arc<Core>,
 ) {
+    let Admitted {
+        first,
+        conn_id,
+        client_id,
+        assigned,
+    } = admitted;
     let ring = core.ring.borrow().clone();
     let started = Instant::now();
     let mut header = ProxyHeader::proxied(peer, local).with_conn_id(conn_id);

@@ -159,15 +159,7 @@ pub async fn run(
         tracing::info!(addr = %listener.local_addr()?, "admin listening");
         let router =
             throng_admin::router(Arc::new(registry), Arc::new(|| true), Default::default());
-        let stopped = admin_stop.clone();
-        tokio::spawn(async move {
-            if let Err(err) =
-                throng_admin::serve(listener, router, async move { stopped.cancelled().await })
-                    .await
-            {
-                tracing::error!(error = %err, "admin server failed");
-            }
-        });
+        throng_admin::spawn(listener, router, admin_stop.clone().cancelled_owned());
     }
     shutdown.await;
     tracing::info!("shutting down");
