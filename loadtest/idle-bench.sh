@@ -76,113 +76,27 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="$(mktemp -d /tmp/idle-bench.XXXXXX)"
 [[ -n $out_dir ]] || out_dir="$work"
 mkdir -p "$out_dir"
+bench_name=idle-bench
+# shellcheck source=bench-lib.sh source-path=SCRIPTDIR
+source "$repo/loadtest/bench-lib.sh"
+bench_traps
 
-started_pgids=()
-cleanup() {
-  local rc=$?
-  for pgid in "${started_pgids[@]}"; do
-    kill -TERM -- "-$pgid" 2>/dev/null || true
-  done
-  for pgid in "${started_pgids[@]}"; do
-    for _ in $(seq 50); do
-      kill -0 -- "-$pgid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -KILL -- "-$pgid" 2>/dev/null || true
-  done
-  if [[ $out_dir != "$work" ]]; then rm -rf "$work"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "[idle-bench] $*" >&2; }
-
-# --- tools ---------------------------------------------------------------------
-as_root() { if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi; }
-
-ensure_mosquitto() {
-  if command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]]; then
-    return
-  fi
-  log "installing mosquitto (apt-get)"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
-}
-
-ensure_load_bin() {
-  if [[ -n $load_bin ]]; then
-    [[ -x $load_bin ]] || { echo "no executable at $load_bin" >&2; exit 1; }
-    return
-  fi
-  log "building throng-load (release)"
-  (cd "$repo" && cargo build --release -q -p throng-load)
-  local target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-  load_bin="$target_dir/release/throng-load"
-}
-
-# --- ports and processes -----------------------------------------------------------
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-free_port() {
-  # Below the ephemeral range (net.ipv4.ip_local_port_range), so the load
-  # generator's own source ports never collide with it.
-  local lo=20000 hi=32000 p
-  for _ in $(seq 200); do
-    p=$((lo + RANDOM % (hi - lo)))
-    if ! port_open "$p"; then echo "$p"; return; fi
-  done
-  echo "no free port found" >&2
-  exit 1
-}
-
-# The process and all its descendants.
-pid_tree() {
-  local pid="$1" child
-  echo "$pid"
-  # shellcheck disable=SC2013 # the files hold space-separated pids
-  for child in $(cat "/proc/$pid/task/"*/children 2>/dev/null); do
-    pid_tree "$child"
-  done
-}
-
-# start_broker NAME CMD: runs CMD in a new process group; sets broker_pid.
+# start_broker NAME CMD: runs CMD in a new process group, waits for its port;
+# sets broker_pid.
 start_broker() {
   local name="$1" cmd="$2"
-  log "starting $name: $cmd"
-  setsid bash -c "ulimit -n \$(ulimit -Hn); exec $cmd" >"$out_dir/$name.log" 2>&1 &
-  broker_pid=$!
-  started_pgids+=("$broker_pid")
-  local deadline=$((SECONDS + ready_timeout))
-  until port_open "$broker_port"; do
-    if ! kill -0 "$broker_pid" 2>/dev/null; then
-      echo "$name exited before listening; its log:" >&2
-      cat "$out_dir/$name.log" >&2
-      exit 1
-    fi
-    if ((SECONDS > deadline)); then
-      echo "$name is not listening on 127.0.0.1:$broker_port after ${ready_timeout}s" >&2
-      exit 1
-    fi
-    sleep 0.1
-  done
+  start_group "$name" "$cmd"
+  broker_pid=$group_pid
+  wait_ready "$name" "$broker_pid" port_open "$broker_port"
   sleep 1 # let it settle before the "before" sample
-}
-
-stop_broker() {
-  kill -TERM -- "-$1" 2>/dev/null || true
-  for _ in $(seq 50); do
-    kill -0 -- "-$1" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -KILL -- "-$1" 2>/dev/null || true
 }
 
 # run_bench NAME CMD: start, load, report, stop. A function prepare_NAME, if
 # defined, is called with the port first.
 run_bench() {
   local name="$1" cmd="$2"
-  broker_port="${port:-$(free_port)}"
+  broker_port="$port"
+  [[ -n $broker_port ]] || free_port broker_port
   cmd="${cmd//\{port\}/$broker_port}"
   if declare -F "prepare_$name" >/dev/null; then "prepare_$name" "$broker_port"; fi
   start_broker "$name" "$cmd"
@@ -198,25 +112,15 @@ run_bench() {
   echo "\$ throng-load connect ${args[*]} ${extra[*]}"
   "$load_bin" connect "${args[@]}" "${extra[@]}"
   echo "report: $out_dir/$name.json"
-  stop_broker "$broker_pid"
+  stop_all
 }
 
-prepare_mosquitto() {
-  cat >"$work/mosquitto.conf" <<EOF
-listener $1 127.0.0.1
-allow_anonymous true
-max_connections -1
-persistence false
-log_dest stderr
-log_type error
-log_type warning
-EOF
-}
+prepare_mosquitto() { write_mosquitto_conf "$work/mosquitto.conf" "$1"; }
 
 ensure_load_bin
 if [[ -z $throng_cmd || $compare == 1 ]]; then
   ensure_mosquitto
-  run_bench mosquitto "$(command -v mosquitto || echo /usr/sbin/mosquitto) -c $work/mosquitto.conf"
+  run_bench mosquitto "$(mosquitto_bin) -c $work/mosquitto.conf"
 fi
 if [[ -n $throng_cmd ]]; then
   run_bench throng "$throng_cmd"

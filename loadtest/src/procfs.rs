@@ -84,13 +84,6 @@ pub fn sample(pid: &str) -> anyhow::Result<Sample> {
     })
 }
 
-/// Samples several processes and sums them.
-pub fn sample_all(pids: &[u32]) -> anyhow::Result<Sample> {
-    pids.iter().try_fold(Sample::default(), |acc, pid| {
-        Ok(acc.add(sample(&pid.to_string())?))
-    })
-}
-
 /// Host-wide TCP counters (this network namespace) that explain connect tails:
 /// accept-queue overflows and SYN retransmissions.
 pub const TCP_COUNTERS: [&str; 6] = [

@@ -1,6 +1,7 @@
 //! Scenario `connect`: a connection storm, optionally followed by an idle hold,
 //! with broker memory / CPU sampled through /proc.
 
+mod broker;
 mod msg;
 pub mod worker;
 
@@ -12,10 +13,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use self::broker::{BrokerPid, BrokerReport, Point};
 use self::msg::{CMD_FINISH, ConnectedReport, HeldReport, WorkerConfig, WorkerMsg};
 use crate::hist::{Latency, Summary};
 use crate::mqtt::{ConnectOptions, Protocol};
-use crate::procfs::{self, Sample};
+use crate::procfs;
 use crate::report::{bytes, count, micros};
 use crate::workers::{Event, WorkerSet};
 
@@ -72,34 +74,18 @@ pub struct ConnectArgs {
     /// count how many stayed up.
     #[arg(long, default_value_t = 0.0)]
     pub hold: f64,
-    /// Broker process to sample (VmRSS, CPU time) through /proc; repeatable, summed.
-    #[arg(long = "broker-pid")]
-    pub broker_pid: Vec<u32>,
+    /// Broker process to sample (VmRSS, CPU time) through /proc, as `[LABEL=]PID`;
+    /// repeatable. All are summed; processes that share a LABEL (a tier, e.g.
+    /// `agent=123`, `handler=456`, `handler=789`) are also reported together, an
+    /// unlabeled pid on its own.
+    #[arg(long = "broker-pid", value_name = "[LABEL=]PID")]
+    pub broker_pid: Vec<BrokerPid>,
     /// Write the machine-readable report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
-}
-
-/// Broker readings, summed over --broker-pid.
-#[derive(Debug, Default, Serialize)]
-struct BrokerReport {
-    pids: Vec<u32>,
-    before: Option<Sample>,
-    connected: Option<Sample>,
-    /// At the end of the hold, before the connections close.
-    held: Option<Sample>,
-    /// (RSS at end of hold, or when connected without a hold) − RSS before, per live connection.
-    rss_per_connection_bytes: Option<f64>,
-    /// RSS when connected − RSS before, per successful connection.
-    rss_per_connection_connected_bytes: Option<f64>,
-    /// CPU time from before to all connected, per successful connection.
-    cpu_us_per_connection: Option<f64>,
-    /// CPU time during the hold, as a share of one core.
-    hold_cpu_share_of_core: Option<f64>,
-    errors: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -165,19 +151,6 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn sample_broker(pids: &[u32], errors: &mut Vec<String>, when: &str) -> Option<Sample> {
-    if pids.is_empty() {
-        return None;
-    }
-    match procfs::sample_all(pids) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            errors.push(format!("{when}: {e:#}"));
-            None
-        }
-    }
-}
-
 /// Runs the scenario from the parent process.
 pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
     if args.connections == 0 {
@@ -221,14 +194,8 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
     };
     let ping_every_ms = u64::from(args.keepalive) * 1000 / 2;
 
-    for pid in &args.broker_pid {
-        procfs::sample(&pid.to_string()).with_context(|| format!("--broker-pid {pid}"))?;
-    }
-    let mut broker = BrokerReport {
-        pids: args.broker_pid.clone(),
-        ..BrokerReport::default()
-    };
-    broker.before = sample_broker(&args.broker_pid, &mut broker.errors, "before");
+    let mut broker = BrokerReport::new(&args.broker_pid)?;
+    broker.sample(Point::Before);
     let tcp_before = procfs::tcp_counters();
 
     // Shares: the first (connections % workers) workers take one more.
@@ -300,7 +267,7 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
         }
     }
     let connected: Vec<ConnectedReport> = connected.into_iter().flatten().collect();
-    broker.connected = sample_broker(&args.broker_pid, &mut broker.errors, "connected");
+    broker.sample(Point::Connected);
     let host_tcp = procfs::counter_delta(&tcp_before, &procfs::tcp_counters());
     let ok: u64 = connected.iter().map(|r| r.ok).sum();
 
@@ -330,7 +297,7 @@ pub fn run(args: ConnectArgs) -> anyhow::Result<()> {
     }
     let held_secs = hold_started.elapsed().as_secs_f64();
     if args.hold > 0.0 {
-        broker.held = sample_broker(&args.broker_pid, &mut broker.errors, "held");
+        broker.sample(Point::Held);
     }
     set.broadcast(CMD_FINISH)?;
     let mut held: Vec<Option<HeldReport>> = vec![None; workers];
@@ -452,18 +419,7 @@ fn build_report(
     tool.rss_per_connection_bytes =
         (live > 0).then(|| (tool_end as f64 - tool.rss_before_bytes as f64) / live as f64);
 
-    let per = |num: f64, den: u64| (den > 0).then(|| num / den as f64);
-    if let (Some(before), Some(conn)) = (broker.before, broker.connected) {
-        broker.rss_per_connection_connected_bytes =
-            per(conn.rss_bytes as f64 - before.rss_bytes as f64, ok);
-        broker.cpu_us_per_connection = per(conn.cpu_us.saturating_sub(before.cpu_us) as f64, ok);
-        let end = broker.held.unwrap_or(conn);
-        broker.rss_per_connection_bytes = per(end.rss_bytes as f64 - before.rss_bytes as f64, live);
-        broker.hold_cpu_share_of_core = broker
-            .held
-            .filter(|_| held_secs > 0.0)
-            .map(|h| h.cpu_us.saturating_sub(conn.cpu_us) as f64 / 1e6 / held_secs);
-    }
+    broker.derive(ok, live, held_secs);
 
     Report {
         scenario: "connect",
@@ -610,35 +566,8 @@ fn print_table(r: &Report) {
         ));
     }
     if let Some(b) = &r.broker {
-        let pids = b
-            .pids
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        let rss = |s: &Option<Sample>| s.map_or("n/a".to_owned(), |s| bytes(s.rss_bytes as f64));
-        line(format!(
-            "{:<22}pid {pids}: RSS before {}, connected {}, end of hold {}",
-            "broker",
-            rss(&b.before),
-            rss(&b.connected),
-            rss(&b.held)
-        ));
-        line(format!(
-            "{:<22}{} per connection (connected: {}); CPU {} per connection{}",
-            "",
-            b.rss_per_connection_bytes.map_or("n/a".into(), bytes),
-            b.rss_per_connection_connected_bytes
-                .map_or("n/a".into(), bytes),
-            b.cpu_us_per_connection
-                .map_or("n/a".into(), |us| format!("{us:.1} µs")),
-            b.hold_cpu_share_of_core.map_or(String::new(), |c| format!(
-                "; {:.2} % of a core while holding",
-                c * 100.0
-            ))
-        ));
-        for e in &b.errors {
-            line(format!("{:<22}sampling error: {e}", ""));
+        for (head, text) in b.table_lines() {
+            line(format!("{head:<22}{text}"));
         }
     }
     let t = &r.load_tool;
