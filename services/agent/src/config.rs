@@ -70,6 +70,14 @@ impl AgentConfig {
         if self.max_connect_size < 16 {
             return Err("max connect size must be at least 16 bytes".into());
         }
+        if self.handoff == HandoffMode::Fd
+            && self.max_connect_size > throng_handoff::MAX_ALREADY_READ
+        {
+            return Err(format!(
+                "--handoff fd passes at most {} bytes read ahead: --max-connect-size must not exceed it",
+                throng_handoff::MAX_ALREADY_READ
+            ));
+        }
         if self.max_connections == 0
             || self.max_connections_per_ip == 0
             || self.max_pending_connects == 0

@@ -83,8 +83,11 @@ pub async fn read_connect<S: AsyncRead + Unpin>(
             }
             Err(err) => return Err((FirstPacketError::Malformed(err), buf)),
         }
+        // Never more than `max_size` in hand: a whole CONNECT still fits, and what
+        // comes with it stays within the fd hand-off's already-read limit.
         let mut chunk = [0u8; 1024];
-        match stream.read(&mut chunk).await {
+        let want = max_size.saturating_sub(buf.len()).clamp(1, chunk.len());
+        match stream.read(&mut chunk[..want]).await {
             Ok(0) => return Err((FirstPacketError::Closed, buf)),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) => return Err((e.into(), buf)),

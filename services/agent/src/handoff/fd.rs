@@ -35,14 +35,25 @@ impl FdHandoff {
     }
 
     pub async fn hand(&self, member: &Member, conn: Outgoing) -> Handed {
-        let id = member.id.clone();
         let slot = self
             .connections
             .lock()
-            .entry(id.clone())
+            .entry(member.id.clone())
             .or_default()
             .clone();
         let mut slot = slot.lock().await;
+        // A link opened earlier is stale if the handler restarted since: before
+        // moving on along the ring, try once more over a fresh one.
+        let reused = slot.is_some();
+        match self.send(member, &mut slot, conn).await {
+            Handed::Retry(conn, _) if reused => self.send(member, &mut slot, *conn).await,
+            handed => handed,
+        }
+    }
+
+    /// One attempt over the handler's link, opening it if there is none.
+    async fn send(&self, member: &Member, slot: &mut Option<UnixStream>, conn: Outgoing) -> Handed {
+        let id = member.id.clone();
         if slot.is_none() {
             let path = self.dir.join(format!("{}.sock", member.id));
             match tokio::time::timeout(self.timeout, UnixStream::connect(&path)).await {
