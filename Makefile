@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run build test test-deps lint fmt fuzz bench-idle clean
+.PHONY: run build test test-deps lint fmt fuzz bench-idle bench-agent clean
 
 run: ## Build and start `throng dev` (MQTT on 127.0.0.1:1883, admin on 127.0.0.1:9090)
 	$(CARGO) run --release -p throng -- dev
@@ -26,8 +26,11 @@ fmt:
 fuzz: ## Run each fuzz target for 60 s (needs cargo-fuzz and a nightly toolchain)
 	cd fuzz && for t in codec proxy_header handoff_frame; do cargo fuzz run $$t -- -max_total_time=60 || exit 1; done
 
-bench-idle: build ## Idle memory and connect rate: throng dev against Mosquitto, same host, same run
-	./loadtest/idle-bench.sh
+bench-idle: build ## Idle memory and connect rate: one handler against Mosquitto, same host, same run
+	./loadtest/idle-bench.sh --compare --throng "$(CURDIR)/target/release/throng handler --id h0 --mqtt-listen 127.0.0.1:{port}"
+
+bench-agent: build ## Agent + 2 handlers (proxy and fd hand-off) against Mosquitto, per-tier memory and CPU
+	./loadtest/cluster-bench.sh --variants mosquitto,proxy,fd
 
 clean:
 	$(CARGO) clean
