@@ -9,8 +9,9 @@ mod signal;
 use clap::Parser;
 
 // jemalloc keeps the small, long-lived, 128-byte-aligned objects of an idle connection
-// (task, socket registration) in exact size classes: 815 B per idle connection
-// against 985 B with glibc's malloc (BENCHMARKS.md).
+// (task, socket registration) in exact size classes: ~820 B per idle connection
+// against ~990 B with glibc's malloc; its background threads hand memory freed after a
+// connection storm back to the system (BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
