@@ -134,12 +134,24 @@ fn have_mosquitto_clients() -> bool {
     found
 }
 
-/// One message from `mosquitto_pub` to `mosquitto_sub -C 1` at protocol `version`.
-fn exchange(mqtt: SocketAddr, admin: SocketAddr, version: &str, topic: &str) {
+/// One message from `mosquitto_pub` to `mosquitto_sub -C 1` at protocol `version`,
+/// with the given client ids (subscriber, publisher) or ones the tools make up.
+fn exchange(
+    mqtt: SocketAddr,
+    admin: SocketAddr,
+    version: &str,
+    topic: &str,
+    ids: Option<(&str, &str)>,
+) {
     let port = mqtt.port().to_string();
     let subs_before = metric(admin, "throng_subscriptions");
+    let id_args = |id: Option<&str>| {
+        id.map(|id| vec!["-i".to_string(), id.to_string()])
+            .unwrap_or_default()
+    };
     let sub = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &port, "-V", version])
+        .args(id_args(ids.map(|(sub, _)| sub)))
         .args(["-t", topic, "-q", "1", "-C", "1", "-W", "10"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -154,6 +166,7 @@ fn exchange(mqtt: SocketAddr, admin: SocketAddr, version: &str, topic: &str) {
     let message = format!("hello over {version}");
     let publish = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port, "-V", version])
+        .args(id_args(ids.map(|(_, publisher)| publisher)))
         .args(["-t", topic, "-q", "1", "-m", &message])
         .output()
         .unwrap();
@@ -176,9 +189,41 @@ fn dev_serves_mosquitto_clients_v311_and_v5() {
         return;
     }
     let (mut throng, mqtt, admin) = start_dev();
-    exchange(mqtt, admin, "mqttv311", "cli/v311");
-    exchange(mqtt, admin, "mqttv5", "cli/v5");
+    exchange(mqtt, admin, "mqttv311", "cli/v311", None);
+    exchange(mqtt, admin, "mqttv5", "cli/v5", None);
     assert!(metric(admin, "throng_messages_received_total") >= 2.0);
+    throng.terminate();
+    assert!(throng.wait_exit(Duration::from_secs(10)).success());
+}
+
+/// The owning handler of `client_id`, from the admin port's `/v1/owner`.
+fn owner(admin: SocketAddr, client_id: &str) -> String {
+    let response = http_get(admin, &format!("/v1/owner?client_id={client_id}"));
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let start = body.find("\"handler\":\"").expect("handler in /v1/owner") + 11;
+    body[start..].split('"').next().unwrap().to_string()
+}
+
+#[test]
+fn dev_delivers_between_clients_on_different_handlers() {
+    if !have_mosquitto_clients() {
+        return;
+    }
+    let (mut throng, mqtt, admin) = start_dev();
+    let subscriber = "cli-sub-0";
+    let sub_owner = owner(admin, subscriber);
+    let publisher = (0..100)
+        .map(|i| format!("cli-pub-{i}"))
+        .find(|id| owner(admin, id) != sub_owner)
+        .expect("two handlers own some ids each");
+    exchange(
+        mqtt,
+        admin,
+        "mqttv5",
+        "cli/across",
+        Some((subscriber, &publisher)),
+    );
+    assert_eq!(metric(admin, "throng_agent_ring_members"), 2.0);
     throng.terminate();
     assert!(throng.wait_exit(Duration::from_secs(10)).success());
 }
