@@ -112,6 +112,18 @@ pub struct EngineFlags {
     /// How long shutdown waits for connections to close.
     #[arg(long, env = "THRONG_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// Device publishes matching this filter (e.g. `up/#`) are appended to the
+    /// uplink stream `throng:uplink` in Redis for backends; repeatable, or
+    /// comma-separated in the environment. Needs --redis-url.
+    #[arg(
+        long = "uplink-filter",
+        env = "THRONG_UPLINK_FILTER",
+        value_delimiter = ','
+    )]
+    pub uplink_filters: Vec<String>,
+    /// Redis server, e.g. `redis://127.0.0.1:6379/`.
+    #[arg(long, env = "THRONG_REDIS_URL")]
+    pub redis_url: Option<String>,
 }
 
 impl EngineFlags {
@@ -130,6 +142,8 @@ impl EngineFlags {
             password_file: self.password_file.clone(),
             acl_file: self.acl_file.clone(),
             shutdown_grace: self.shutdown_grace,
+            uplink_filters: self.uplink_filters.clone(),
+            redis_url: self.redis_url.clone(),
             ..HandlerConfig::default()
         }
     }

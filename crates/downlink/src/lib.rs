@@ -1,5 +1,6 @@
 //! Downlink queue consumer: the distributor's side of the upstream Redis stream
-//! (DESIGN.md, data flow 3, "backend to device").
+//! (DESIGN.md, data flow 3, "backend to device"); and the uplink writer, which
+//! appends device publishes to a stream for backends.
 //!
 //! Backends `XADD` entries to the downlink stream (default `throng:downlink`);
 //! each distributor replica reads it as a member of one consumer group through a
@@ -43,11 +44,41 @@
 //! consumer group itself disappears (Redis restarted without persistence) it is
 //! recreated at `0`, so what is left in the stream is delivered again rather
 //! than lost.
+//!
+//! # Uplink entry format (what backends read)
+//!
+//! Handlers copy device publishes whose topic matches a configured uplink filter
+//! (`--uplink-filter`, e.g. `up/#`) to the uplink stream (default
+//! `throng:uplink`, trimmed with `MAXLEN ~`) through an [`UplinkWriter`]:
+//!
+//! | field | always | value |
+//! |---|---|---|
+//! | `client` | yes | client id of the publishing device |
+//! | `topic` | yes | topic name as published (after topic-alias resolution) |
+//! | `payload` | yes | raw bytes |
+//! | `qos` | yes | `0`, `1` or `2`, as published |
+//! | `retain` | yes | `0` or `1` |
+//! | `props` | no | JSON object of MQTT 5 user properties, string → string; a repeated key keeps its last value |
+//! | `content_type` | no | UTF-8 |
+//! | `response_topic` | no | UTF-8 |
+//! | `correlation` | no | raw bytes (MQTT 5 correlation data) |
+//! | `ts` | yes | when the handler accepted the publish, unix milliseconds |
+//!
+//! Optional fields are absent when the publish did not carry them. Read it with
+//! `XREAD` or a consumer group of your own. The device's PUBACK/PUBREC does not
+//! wait for Redis: entries are buffered (10,000 by default) and retried while
+//! Redis is unreachable, and refused once the buffer is full, so delivery into
+//! the stream is at-most-once when Redis is down longer than the buffer lasts
+//! (and may duplicate an entry when a write fails after Redis applied it).
 
 mod consumer;
 mod entry;
+mod uplink;
 
 pub use consumer::{Consumer, ConsumerConfig, ConsumerError, Delivery};
 pub use entry::{
     DEFAULT_MAX_PAYLOAD, DownlinkMessage, EntryError, EntryLimits, Qos, Target, parse_entry,
+};
+pub use uplink::{
+    DEFAULT_UPLINK_STREAM, UplinkConfig, UplinkEntry, UplinkFull, UplinkWriter, unix_ms,
 };

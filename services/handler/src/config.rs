@@ -33,6 +33,11 @@ pub struct HandlerConfig {
     pub acl_file: Option<PathBuf>,
     /// How long shutdown waits for connections to close after telling them to go.
     pub shutdown_grace: Duration,
+    /// Device publishes whose topic matches one of these filters are appended to the
+    /// uplink stream (`throng:uplink`) for backends; needs `redis_url`.
+    pub uplink_filters: Vec<String>,
+    /// Redis holding the uplink stream, e.g. `redis://127.0.0.1:6379/`.
+    pub redis_url: Option<String>,
 }
 
 impl Default for HandlerConfig {
@@ -53,6 +58,8 @@ impl Default for HandlerConfig {
             password_file: None,
             acl_file: None,
             shutdown_grace: Duration::from_secs(10),
+            uplink_filters: Vec::new(),
+            redis_url: None,
         }
     }
 }
@@ -74,6 +81,13 @@ impl HandlerConfig {
         }
         if self.connect_timeout.is_zero() {
             return Err("connect timeout must be positive".into());
+        }
+        for filter in &self.uplink_filters {
+            throng_topic::validate_filter(filter)
+                .map_err(|err| format!("uplink filter {filter:?}: {err}"))?;
+        }
+        if !self.uplink_filters.is_empty() && self.redis_url.is_none() {
+            return Err("uplink filters need a redis url".into());
         }
         Ok(())
     }

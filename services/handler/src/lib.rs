@@ -27,8 +27,9 @@ pub use connection::ConnectMeta;
 pub use listener::{ListenerKind, bind_listener};
 pub use metrics::HandlerMetrics;
 
-use broker::Broker;
+use broker::{Broker, Uplink};
 use security::Security;
+use throng_downlink::{UplinkConfig, UplinkWriter};
 
 /// A running handler engine: sessions, subscriptions, retained messages.
 pub struct Handler {
@@ -47,13 +48,25 @@ impl Handler {
     }
 
     /// Like `start`, reporting into metrics registered elsewhere: several handlers in
-    /// one process (`throng dev`) add up into one set.
+    /// one process (`throng dev`) add up into one set. With `uplink_filters` and a
+    /// `redis_url` it starts the uplink writer, so it must run inside a tokio runtime.
     pub fn with_metrics(config: HandlerConfig, metrics: HandlerMetrics) -> anyhow::Result<Handler> {
         config.validate().map_err(anyhow::Error::msg)?;
         let security = Security::load(&config)?;
         let permits = Arc::new(Semaphore::new(config.max_connections));
+        let uplink = match &config.redis_url {
+            Some(url) if !config.uplink_filters.is_empty() => {
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|err| anyhow::anyhow!("redis url {url:?}: {err}"))?;
+                Some(Uplink {
+                    filters: config.uplink_filters.clone(),
+                    writer: UplinkWriter::spawn(client, UplinkConfig::default()),
+                })
+            }
+            _ => None,
+        };
         Ok(Handler {
-            broker: Broker::new(config, metrics, security),
+            broker: Broker::new(config, metrics, security, uplink),
             permits,
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),

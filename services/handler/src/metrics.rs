@@ -34,6 +34,8 @@ pub enum DropReason {
     TooLarge,
     /// Publish refused by the ACL.
     NotAuthorized,
+    /// Not appended to the uplink stream: its buffer was full (Redis slow or down).
+    UplinkFull,
 }
 
 impl DropReason {
@@ -44,6 +46,7 @@ impl DropReason {
             DropReason::Expired => "expired",
             DropReason::TooLarge => "too_large",
             DropReason::NotAuthorized => "not_authorized",
+            DropReason::UplinkFull => "uplink_full",
         }
     }
 }

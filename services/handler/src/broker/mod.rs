@@ -17,11 +17,12 @@ use std::sync::{Arc, Weak};
 use parking_lot::RwLock;
 use prometheus_client::metrics::gauge::Gauge;
 use throng_codec::SubscriptionOptions;
+use throng_downlink::{UplinkEntry, UplinkWriter};
 use throng_topic::{RetainedIndex, SubscriptionIndex};
 
 use crate::config::HandlerConfig;
 use crate::message::Message;
-use crate::metrics::HandlerMetrics;
+use crate::metrics::{DropReason, HandlerMetrics};
 use crate::security::Security;
 use crate::session::Session;
 
@@ -60,11 +61,23 @@ pub struct Broker {
     /// Other handlers in this process that see every message published here
     /// (`throng dev`); a cluster routes through distributors instead.
     peers: RwLock<Vec<Weak<Broker>>>,
+    uplink: Option<Uplink>,
+}
+
+/// Where device publishes matching `filters` are copied for backends.
+pub struct Uplink {
+    pub filters: Vec<String>,
+    pub writer: UplinkWriter,
 }
 
 impl Broker {
     /// Builds the broker; must be called inside a tokio runtime (it starts the timer task).
-    pub fn new(config: HandlerConfig, metrics: HandlerMetrics, security: Security) -> Arc<Broker> {
+    pub fn new(
+        config: HandlerConfig,
+        metrics: HandlerMetrics,
+        security: Security,
+        uplink: Option<Uplink>,
+    ) -> Arc<Broker> {
         let online = metrics.sessions("online");
         let offline = metrics.sessions("offline");
         let broker = Arc::new(Broker {
@@ -81,6 +94,7 @@ impl Broker {
             online,
             offline,
             peers: RwLock::new(Vec::new()),
+            uplink,
         });
         timers::spawn(Arc::downgrade(&broker));
         keepalive::spawn(Arc::downgrade(&broker));
@@ -96,6 +110,41 @@ impl Broker {
             queued += peer.publish(message.clone());
         }
         queued
+    }
+
+    /// Copies a device publish to the uplink stream when its topic matches an
+    /// uplink filter. Never waits: the device's acknowledgement does not depend
+    /// on Redis, so a publish arriving while the writer's buffer is full (Redis
+    /// down for long) is not appended, only counted (at-most-once into the uplink
+    /// then).
+    pub fn uplink(&self, client_id: &str, message: &Message) {
+        let Some(uplink) = &self.uplink else {
+            return;
+        };
+        if !uplink
+            .filters
+            .iter()
+            .any(|filter| throng_topic::matches(filter, &message.topic))
+        {
+            return;
+        }
+        let properties = &message.properties;
+        let entry = UplinkEntry {
+            client_id: client_id.to_owned(),
+            topic: message.topic.to_string(),
+            payload: message.payload.clone(),
+            qos: message.qos as u8,
+            retain: message.retain,
+            user_properties: properties.user_properties.clone(),
+            content_type: properties.content_type.clone(),
+            response_topic: properties.response_topic.clone(),
+            correlation: properties.correlation_data.clone(),
+            timestamp_ms: throng_downlink::unix_ms(),
+        };
+        if uplink.writer.try_send(entry).is_err() {
+            self.metrics.dropped(DropReason::UplinkFull);
+            tracing::warn!(client = client_id, topic = %message.topic, "uplink buffer full, publish not appended");
+        }
     }
 
     /// Makes every broker a peer of every other.

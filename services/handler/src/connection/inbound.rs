@@ -109,7 +109,7 @@ impl Connection {
             let expires_at = properties
                 .message_expiry_interval
                 .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
-            let matched = self.broker.publish_everywhere(Arc::new(Message {
+            let message = Arc::new(Message {
                 topic,
                 payload: publish.payload,
                 qos: publish.qos,
@@ -117,7 +117,9 @@ impl Connection {
                 properties,
                 expires_at,
                 origin: Some(self.session.client_id.clone()),
-            }));
+            });
+            let matched = self.broker.publish_everywhere(message.clone());
+            self.broker.uplink(&self.session.client_id, &message);
             if matched == 0 {
                 reason::NO_MATCHING_SUBSCRIBERS
             } else {
