@@ -1,13 +1,11 @@
 //! The downlink consumer against a real `redis-server`.
 
-mod support;
-
 use redis::AsyncCommands;
 use redis::streams::StreamRangeReply;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use support::RedisServer;
 use throng_downlink::{Consumer, ConsumerConfig, Delivery, Target};
+use throng_testkit::RedisServer;
 
 const STREAM: &str = "throng:downlink";
 

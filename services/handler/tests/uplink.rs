@@ -1,8 +1,6 @@
 //! Uplink: device publishes matching `uplink_filters` are appended to the
 //! `throng:uplink` stream of a real `redis-server` with their fields.
 
-#[path = "support/redis.rs"]
-mod redis_support;
 mod support;
 
 use std::time::Duration;
@@ -11,9 +9,9 @@ use redis::streams::StreamRangeReply;
 use throng_codec::{Packet, QoS};
 use throng_handler::HandlerConfig;
 
-use redis_support::RedisServer;
 use support::TestServer;
 use support::v5::{client, publish_packet};
+use throng_testkit::RedisServer;
 
 /// XRANGEs the uplink stream until it holds `n` entries (or 10 s pass).
 async fn entries(redis: &RedisServer, n: usize) -> StreamRangeReply {

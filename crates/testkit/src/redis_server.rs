@@ -1,5 +1,5 @@
-//! A throwaway `redis-server` per test, on a free port, killed on drop.
-#![allow(dead_code)]
+//! A throwaway `redis-server` per test, on a free port, killed on drop (no
+//! persistence: a restart starts empty).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
