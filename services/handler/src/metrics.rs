@@ -39,6 +39,15 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    const ALL: [DropReason; 6] = [
+        DropReason::Offline,
+        DropReason::QueueFull,
+        DropReason::Expired,
+        DropReason::TooLarge,
+        DropReason::NotAuthorized,
+        DropReason::UplinkFull,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             DropReason::Offline => "offline_qos0",
@@ -65,6 +74,16 @@ pub struct HandlerMetrics {
 
 impl HandlerMetrics {
     pub fn register(&self, registry: &mut Registry) {
+        // Every drop reason and session state is exported from the start, at 0, so
+        // rates and alerts have a series before the first drop.
+        for reason in DropReason::ALL {
+            drop(self.messages_dropped.get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            }));
+        }
+        for state in ["online", "offline"] {
+            self.sessions(state);
+        }
         registry.register(
             "throng_handler_connections",
             "Open client connections",
@@ -121,5 +140,27 @@ impl HandlerMetrics {
 
     pub fn sessions(&self, state: &'static str) -> Gauge {
         self.sessions.get_or_create(&StateLabel { state }).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_drop_reason_is_exported_at_zero() {
+        let metrics = HandlerMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for reason in DropReason::ALL {
+            let sample = format!(
+                "throng_messages_dropped_total{{reason=\"{}\"}} 0",
+                reason.label()
+            );
+            assert!(text.contains(&sample), "missing {sample} in\n{text}");
+        }
+        assert!(text.contains("throng_sessions{state=\"offline\"} 0"));
     }
 }
