@@ -7,29 +7,10 @@ mod support;
 use std::time::Duration;
 
 use rumqttc::QoS;
-use throng_codec::{Packet, PubResp, Publish, QoS as WireQoS, Subscribe, SubscriptionOptions};
+use throng_codec::{Packet, PubResp, Publish, QoS as WireQoS};
 
-use support::v3::{Mqtt3, connect_packet, raw_connect, raw_v3};
+use support::v3::{Mqtt3, connect_packet, raw_connect, raw_subscribe, raw_v3};
 use support::{RawClient, TestServer};
-
-async fn raw_subscribe(raw: &mut RawClient, filter: &str, qos: WireQoS) {
-    raw.send(&Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![(
-            filter.into(),
-            SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
-        )],
-        ..Subscribe::default()
-    }))
-    .await;
-    match raw.recv().await {
-        Some(Packet::SubAck(ack)) => assert_eq!(ack.codes, vec![qos as u8]),
-        other => panic!("expected SUBACK, got {other:?}"),
-    }
-}
 
 async fn recv_publish(raw: &mut RawClient) -> Publish {
     match raw.recv().await {

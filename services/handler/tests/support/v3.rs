@@ -9,7 +9,9 @@ use std::time::Duration;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, Incoming, MqttOptions, Publish, QoS, SubscribeReasonCode,
 };
-use throng_codec::{ConnAck, Connect, Packet, ProtocolVersion};
+use throng_codec::{
+    ConnAck, Connect, Packet, ProtocolVersion, QoS as WireQoS, Subscribe, SubscriptionOptions,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -283,4 +285,24 @@ pub fn connect_bytes(name: &[u8], level: u8, flags: u8, client_id: &str) -> Vec<
     let mut frame = vec![0x10, body.len() as u8];
     frame.extend_from_slice(&body);
     frame
+}
+
+/// Subscribes a raw client to one filter and checks the SUBACK grants `qos`.
+pub async fn raw_subscribe(raw: &mut RawClient, filter: &str, qos: WireQoS) {
+    raw.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![(
+            filter.into(),
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+        )],
+        ..Subscribe::default()
+    }))
+    .await;
+    match raw.recv().await {
+        Some(Packet::SubAck(ack)) => assert_eq!(ack.codes, vec![qos as u8]),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
 }
