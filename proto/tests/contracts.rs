@@ -97,6 +97,7 @@ fn handler_message_round_trip() {
         HandlerMessage {
             kind: Some(handler_message::Kind::Forward(throng_proto::v1::Forward {
                 message: Some(sample_message()),
+                retain_copy: false,
             })),
         },
         HandlerMessage {
@@ -190,7 +191,9 @@ impl Distributor for EchoDistributor {
                 kind: Some(handler_message::Kind::Hello(hello)),
             }) => Some(Ok(DistributorMessage {
                 kind: Some(distributor_message::Kind::InterestUpdate(InterestUpdate {
-                    filters: vec![format!("from/{}/#", hello.handler_id)],
+                    added: vec![format!("from/{}/#", hello.handler_id)],
+                    removed: Vec::new(),
+                    replace: true,
                 })),
             })),
             Ok(_) => None,
@@ -268,9 +271,7 @@ async fn distributor_attach_streams_both_ways() {
     let mut filters = Vec::new();
     while let Some(msg) = inbound.message().await.unwrap() {
         match msg.kind {
-            Some(distributor_message::Kind::InterestUpdate(update)) => {
-                filters.extend(update.filters)
-            }
+            Some(distributor_message::Kind::InterestUpdate(update)) => filters.extend(update.added),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,6 +31,11 @@ enum Command {
     Handler(HandlerArgs),
     /// One connection agent: admits devices and hands each to its handler.
     Agent(crate::agent::AgentArgs),
+    /// One distributor: routes between handlers, serves the ingest API and
+    /// consumes the downlink stream.
+    Distributor(crate::distributor::DistributorArgs),
+    /// Publish one message through the ingest API.
+    Pub(crate::publish::PubArgs),
 }
 
 #[derive(Args, Debug)]
@@ -40,13 +46,15 @@ pub struct DevArgs {
     /// Admin HTTP listener: /metrics, /livez, /readyz.
     #[arg(long, env = "THRONG_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
-    /// gRPC listener: the gRPC health service now; the ingest, request/reply and
-    /// history APIs as those services are built.
+    /// gRPC listener: the ingest API (`throng pub`), the distributor's attach
+    /// stream and the gRPC health service.
     #[arg(long, env = "THRONG_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     pub grpc_listen: SocketAddr,
     /// Handlers started behind the agent (each on its own loopback hand-off port).
     #[arg(long, env = "THRONG_DEV_HANDLERS", default_value_t = 2)]
     pub dev_handlers: usize,
+    #[command(flatten)]
+    pub queue: crate::distributor::QueueFlags,
     #[command(flatten)]
     pub engine: EngineFlags,
 }
@@ -69,6 +77,8 @@ pub struct HandlerArgs {
     /// Admin HTTP listener: /metrics, /livez, /readyz.
     #[arg(long, env = "THRONG_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub cluster: crate::distributor::DistributorMembershipArgs,
     #[command(flatten)]
     pub engine: EngineFlags,
 }
@@ -149,12 +159,15 @@ impl EngineFlags {
     }
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Dev(args) => crate::dev::run(args).await,
-        Command::Handler(args) => run_handler(args).await,
-        Command::Agent(args) => crate::agent::run(args).await,
+        Command::Dev(args) => crate::dev::run(args).await?,
+        Command::Handler(args) => run_handler(args).await?,
+        Command::Agent(args) => crate::agent::run(args).await?,
+        Command::Distributor(args) => crate::distributor::run(args).await?,
+        Command::Pub(args) => return crate::publish::run(args).await,
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_handler(args: HandlerArgs) -> anyhow::Result<()> {
@@ -176,7 +189,8 @@ async fn run_handler(args: HandlerArgs) -> anyhow::Result<()> {
             .transpose()?,
         admin: bind(args.admin_listen)?,
     };
-    throng_handler::run(config, listeners, crate::signal::shutdown()).await
+    let distributors = args.cluster.ring().await?;
+    throng_handler::run(config, listeners, distributors, crate::signal::shutdown()).await
 }
 
 /// Binds a Unix listener at `path`, first removing a socket file left by an

@@ -1,12 +1,17 @@
 //! `throng dev`: every service in one process on loopback, no Redis needed: a real
 //! agent on the MQTT port routing by client id to `--dev-handlers` handlers over
-//! their hand-off listeners, one admin port (metrics of all, `/v1/owner`), and the
-//! gRPC port with the health service.
+//! their hand-off listeners, a distributor the handlers attach to over the gRPC
+//! port (which also serves the ingest API and health), and one admin port
+//! (metrics of all, `/v1/owner`). With `--redis-url` the distributor also
+//! consumes the downlink stream and handlers append `--uplink-filter` matches to
+//! the uplink stream.
 
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 use throng_agent::{Agent, AgentConfig};
+use throng_distributor::downlink;
+use throng_distributor::{Distributor, HubConfig};
 use throng_handler::{Handler, HandlerMetrics, ListenerKind};
 use throng_ring::Member;
 use tokio_util::sync::CancellationToken;
@@ -36,8 +41,25 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         handler.serve(handoff, ListenerKind::Handoff);
         handlers.push(handler);
     }
-    Handler::link_in_process(&handlers.iter().collect::<Vec<_>>());
     let ring = throng_discovery::Membership::spawn(throng_discovery::static_updates(members));
+    let distributor = Distributor::start(
+        "dev-distributor",
+        HubConfig::default(),
+        ring.clone(),
+        &mut registry,
+    );
+    let mut grpc_addr = grpc_listener.local_addr()?;
+    if grpc_addr.ip().is_unspecified() {
+        grpc_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let distributors =
+        throng_discovery::Membership::spawn(throng_discovery::static_updates(vec![Member::new(
+            distributor.id().to_owned(),
+            grpc_addr.to_string(),
+        )]));
+    for handler in &handlers {
+        handler.join_cluster(distributors.clone());
+    }
     let agent_config = AgentConfig {
         connect_timeout: args.engine.connect_timeout,
         shutdown_grace: grace,
@@ -48,6 +70,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     agent.serve(mqtt);
 
     let stop = CancellationToken::new();
+    let downlink = args.engine.redis_url.as_deref().map(|url| {
+        let config = args.queue.downlink_config(url, distributor.id());
+        tracing::info!(stream = %config.consumer.stream, "consuming the downlink stream");
+        tokio::spawn(downlink::run(
+            distributor.hub().clone(),
+            config,
+            stop.clone(),
+        ))
+    });
     let router = throng_admin::router(
         Arc::new(registry),
         Arc::new(agent.ready_check()),
@@ -58,6 +89,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %grpc_listener.local_addr()?, "grpc listening");
     let grpc = tokio::spawn(crate::grpc::serve(
         grpc_listener,
+        Some(crate::grpc::Services::of(&distributor)),
         stop.clone().cancelled_owned(),
     ));
 
@@ -72,6 +104,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     });
     stop.cancel();
     let _ = admin_task.await;
+    if let Some(downlink) = downlink {
+        let _ = downlink.await;
+    }
     // gRPC clients that keep their connection open would hold shutdown forever.
     match tokio::time::timeout(grace, grpc).await {
         Ok(served) => served??,

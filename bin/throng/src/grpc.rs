@@ -1,24 +1,58 @@
-//! The gRPC listener of `throng dev`: today the standard gRPC health service
-//! (`grpc.health.v1.Health`), so load balancers and Kubernetes gRPC probes can check
-//! the process; the ingest, trbroker and history APIs join it as they are built.
+//! The gRPC listener: the standard health service (`grpc.health.v1.Health`) for
+//! load balancers and Kubernetes probes, and where a distributor runs in the
+//! process, its attach stream and the ingest API.
 
 use std::future::Future;
 
+use throng_distributor::{AttachService, Distributor, IngestService};
+use throng_proto::v1::distributor_server::DistributorServer;
+use throng_proto::v1::ingest_server::IngestServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
+/// The distributor's services.
+pub struct Services {
+    attach: DistributorServer<AttachService>,
+    ingest: IngestServer<IngestService>,
+}
+
+impl Services {
+    pub fn of(distributor: &Distributor) -> Services {
+        Services {
+            attach: distributor.attach_service(),
+            ingest: distributor.ingest_service(),
+        }
+    }
+}
+
 pub async fn serve(
     listener: TcpListener,
+    services: Option<Services>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", ServingStatus::Serving)
         .await;
-    tonic::transport::Server::builder()
-        .add_service(health)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+    let incoming = TcpListenerStream::new(listener);
+    let mut builder = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)));
+    let router = builder.add_service(health);
+    match services {
+        Some(services) => {
+            router
+                .add_service(services.attach)
+                .add_service(services.ingest)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?
+        }
+    }
     Ok(())
 }

@@ -3,7 +3,9 @@
 mod agent;
 mod cli;
 mod dev;
+mod distributor;
 mod grpc;
+mod publish;
 mod signal;
 
 use clap::Parser;
@@ -37,7 +39,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     match runtime.block_on(cli::run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("throng: {err:#}");
             std::process::ExitCode::FAILURE

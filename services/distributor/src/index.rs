@@ -8,7 +8,7 @@
 //! (handler, group), so routing a topic costs what the matching filters cost,
 //! not a scan of every filter.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use throng_topic::{SubscriptionIndex, TopicError, parse_shared, validate_filter};
@@ -56,6 +56,9 @@ pub struct ClusterIndex {
     trie: SubscriptionIndex<Key, u32>,
     /// Per handler, every (filter, group) it holds with its count (never 0).
     handlers: HashMap<Arc<str>, HashMap<Entry, u32>>,
+    /// Per filter, the handlers holding it with how many groups (never 0): what
+    /// the interest sets are made of.
+    holders: HashMap<Arc<str>, HashMap<Arc<str>, u32>>,
 }
 
 fn check(filter: &str, group: Option<&str>) -> Result<(), TopicError> {
@@ -142,14 +145,61 @@ impl ClusterIndex {
         };
         for ((filter, group), _) in table {
             self.trie.remove(&filter, &(handler.clone(), group));
+            self.unhold(&filter, &handler);
         }
+    }
+
+    /// The handlers holding `filter` (in any group or none), sorted.
+    pub fn holders(&self, filter: &str) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = self
+            .holders
+            .get(filter)
+            .map(|by| by.keys().cloned().collect())
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// The filters `handler` holds (in any group or none).
+    pub fn filters_of(&self, handler: &str) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = self
+            .handlers
+            .get(handler)
+            .map(|table| table.keys().map(|(filter, _)| filter.clone()).collect())
+            .unwrap_or_default();
+        out.sort();
+        out.dedup();
+        out
     }
 
     fn add(&mut self, handler: &Arc<str>, filter: Arc<str>, group: Option<Arc<str>>, n: u32) {
         let table = self.handlers.entry(handler.clone()).or_default();
         let count = table.entry((filter.clone(), group.clone())).or_insert(0);
+        if *count == 0 {
+            *self
+                .holders
+                .entry(filter.clone())
+                .or_default()
+                .entry(handler.clone())
+                .or_insert(0) += 1;
+        }
         *count = count.saturating_add(n);
         self.trie.insert(&filter, (handler.clone(), group), *count);
+    }
+
+    fn unhold(&mut self, filter: &Arc<str>, handler: &Arc<str>) {
+        let Some(by) = self.holders.get_mut(filter) else {
+            return;
+        };
+        if let Some(groups) = by.get_mut(handler) {
+            *groups -= 1;
+            if *groups == 0 {
+                by.remove(handler);
+            }
+        }
+        if by.is_empty() {
+            self.holders.remove(filter);
+        }
     }
 
     fn remove_one(&mut self, handler: &Arc<str>, filter: Arc<str>, group: Option<Arc<str>>) {
@@ -169,6 +219,7 @@ impl ClusterIndex {
                 self.handlers.remove(handler);
             }
             self.trie.remove(&filter, &(handler.clone(), group));
+            self.unhold(&filter, handler);
         } else {
             self.trie.insert(&filter, (handler.clone(), group), count);
         }
@@ -208,16 +259,14 @@ impl ClusterIndex {
     /// handlers other than `handler` subscribe to: what `handler` checks before
     /// forwarding a publish to a distributor.
     pub fn interest_for(&self, handler: &str) -> Vec<String> {
-        let mut out = BTreeSet::new();
-        for (other, table) in &self.handlers {
-            if &**other == handler {
-                continue;
-            }
-            for (filter, _) in table.keys() {
-                out.insert(&**filter);
-            }
-        }
-        out.into_iter().map(str::to_owned).collect()
+        let mut out: Vec<String> = self
+            .holders
+            .iter()
+            .filter(|(_, by)| by.keys().any(|h| &**h != handler))
+            .map(|(filter, _)| filter.to_string())
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -225,6 +274,7 @@ impl ClusterIndex {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeSet;
     use throng_topic::matches;
 
     fn h(name: &str) -> Arc<str> {
@@ -333,6 +383,9 @@ mod tests {
         }
         for handler in HANDLERS {
             assert_eq!(index.interest_for(handler), naive_interest(model, handler));
+            for filter in index.filters_of(handler) {
+                assert!(index.holders(&filter).iter().any(|h| **h == *handler));
+            }
         }
         assert_eq!(index.len(), model.len());
         for ((handler, filter, group), n) in model {

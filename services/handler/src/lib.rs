@@ -3,6 +3,7 @@
 //! on the listeners it is given until `shutdown` completes.
 
 mod broker;
+mod cluster;
 mod config;
 mod connection;
 mod fd_listener;
@@ -17,8 +18,9 @@ use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 use throng_codec::reason;
+use throng_ring::Ring;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -97,12 +99,20 @@ impl Handler {
         ))
     }
 
-    /// Links handlers of one process so that a message published on any reaches
-    /// subscribers on all (how `throng dev` serves several handlers without a
-    /// distributor). Shared subscriptions still pick one member per handler.
-    pub fn link_in_process(handlers: &[&Handler]) {
-        let brokers: Vec<Arc<Broker>> = handlers.iter().map(|h| h.broker.clone()).collect();
-        Broker::link_peers(&brokers);
+    /// Attaches to every distributor in `distributors` (and to members joining
+    /// later) until shutdown: subscriptions are reported, device publishes other
+    /// handlers need are forwarded, and deliveries are served.
+    pub fn join_cluster(&self, distributors: watch::Receiver<Arc<Ring>>) {
+        cluster::spawn_supervisor(
+            Arc::downgrade(&self.broker),
+            distributors,
+            self.stop.clone(),
+        );
+    }
+
+    /// Distributors this handler currently has an attach stream to.
+    pub fn attached_distributors(&self) -> usize {
+        self.broker.cluster.attached()
     }
 
     pub fn id(&self) -> &str {
@@ -141,14 +151,21 @@ pub struct HandlerListeners {
     pub admin: Option<TcpListener>,
 }
 
+/// Where a standalone handler finds its distributors (none: it serves alone).
+pub type Distributors = Option<watch::Receiver<Arc<Ring>>>;
+
 /// Runs one handler until `shutdown` completes.
 pub async fn run(
     config: HandlerConfig,
     listeners: HandlerListeners,
+    distributors: Distributors,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let handler = Handler::start(config, &mut registry)?;
+    if let Some(distributors) = distributors {
+        handler.join_cluster(distributors);
+    }
     if let Some(listener) = listeners.mqtt {
         tracing::info!(addr = %listener.local_addr()?, handler = handler.id(), "mqtt listening");
         handler.serve(listener, ListenerKind::Mqtt);

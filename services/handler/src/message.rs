@@ -21,6 +21,9 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// Client id of the publisher, for No Local.
     pub origin: Option<Arc<str>>,
+    /// When the message entered the cluster (ms since the Unix epoch): the newest
+    /// retained message per topic wins, and expiry counts from it across handlers.
+    pub published_at_ms: u64,
 }
 
 impl Message {

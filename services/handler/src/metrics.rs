@@ -36,16 +36,19 @@ pub enum DropReason {
     NotAuthorized,
     /// Not appended to the uplink stream: its buffer was full (Redis slow or down).
     UplinkFull,
+    /// Not forwarded to a distributor: its channel was full (other handlers miss it).
+    ForwardFull,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 6] = [
+    const ALL: [DropReason; 7] = [
         DropReason::Offline,
         DropReason::QueueFull,
         DropReason::Expired,
         DropReason::TooLarge,
         DropReason::NotAuthorized,
         DropReason::UplinkFull,
+        DropReason::ForwardFull,
     ];
 
     fn label(self) -> &'static str {
@@ -56,6 +59,7 @@ impl DropReason {
             DropReason::TooLarge => "too_large",
             DropReason::NotAuthorized => "not_authorized",
             DropReason::UplinkFull => "uplink_full",
+            DropReason::ForwardFull => "forward_full",
         }
     }
 }
@@ -70,6 +74,10 @@ pub struct HandlerMetrics {
     pub retained_messages: Gauge,
     pub sessions: Family<StateLabel, Gauge>,
     pub subscriptions: Gauge,
+    /// Device publishes forwarded to a distributor for other handlers.
+    pub forwarded: Counter,
+    /// Distributors this handler has an attach stream to.
+    pub distributors: Gauge,
 }
 
 impl HandlerMetrics {
@@ -123,6 +131,16 @@ impl HandlerMetrics {
             "throng_subscriptions",
             "Subscriptions held across sessions",
             self.subscriptions.clone(),
+        );
+        registry.register(
+            "throng_handler_forwarded",
+            "Device publishes forwarded to a distributor for other handlers",
+            self.forwarded.clone(),
+        );
+        registry.register(
+            "throng_handler_distributors",
+            "Distributors this handler is attached to",
+            self.distributors.clone(),
         );
     }
 

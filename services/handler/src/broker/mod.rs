@@ -5,14 +5,15 @@
 
 mod keepalive;
 mod registry;
+mod remote;
 mod retained;
 mod routing;
 mod sessions;
 mod subscriptions;
 mod timers;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
 use prometheus_client::metrics::gauge::Gauge;
@@ -20,12 +21,14 @@ use throng_codec::SubscriptionOptions;
 use throng_downlink::{UplinkEntry, UplinkWriter};
 use throng_topic::{RetainedIndex, SubscriptionIndex};
 
+use crate::cluster::Cluster;
 use crate::config::HandlerConfig;
 use crate::message::Message;
 use crate::metrics::{DropReason, HandlerMetrics};
 use crate::security::Security;
 use crate::session::Session;
 
+pub use routing::Shares;
 pub use sessions::Departure;
 pub use subscriptions::SubscribeOutcome;
 
@@ -58,9 +61,8 @@ pub struct Broker {
     share_cursor: AtomicUsize,
     online: Gauge,
     offline: Gauge,
-    /// Other handlers in this process that see every message published here
-    /// (`throng dev`); a cluster routes through distributors instead.
-    peers: RwLock<Vec<Weak<Broker>>>,
+    /// Attach streams to the distributors (idle until `Handler::join_cluster`).
+    pub cluster: Cluster,
     uplink: Option<Uplink>,
 }
 
@@ -80,6 +82,7 @@ impl Broker {
     ) -> Arc<Broker> {
         let online = metrics.sessions("online");
         let offline = metrics.sessions("offline");
+        let cluster = Cluster::new(&config.id);
         let broker = Arc::new(Broker {
             config,
             metrics,
@@ -93,7 +96,7 @@ impl Broker {
             share_cursor: AtomicUsize::new(0),
             online,
             offline,
-            peers: RwLock::new(Vec::new()),
+            cluster,
             uplink,
         });
         timers::spawn(Arc::downgrade(&broker));
@@ -101,15 +104,33 @@ impl Broker {
         broker
     }
 
-    /// Routes a message published by a client of this handler (or its will): here,
-    /// and on every peer handler. Returns the sessions it was queued to.
+    /// Routes a message published by a client of this handler (or its will): to the
+    /// local subscribers, and to one distributor when another handler may need it
+    /// (see `Cluster::needs_forward`). Shared subscriptions are picked cluster-wide
+    /// by the distributor while one is attached, here otherwise. Returns the local
+    /// sessions it was queued to, plus one when it was forwarded.
     pub fn publish_everywhere(&self, message: Arc<Message>) -> usize {
-        let peers: Vec<Arc<Broker>> = self.peers.read().iter().filter_map(Weak::upgrade).collect();
-        let mut queued = self.publish(message.clone());
-        for peer in peers {
-            queued += peer.publish(message.clone());
+        if message.retain {
+            self.store_retained(&message);
         }
-        queued
+        let Some(link) = self.cluster.pick(&message.topic) else {
+            return self.route(&message, true, Shares::All).queued;
+        };
+        let routed = self.route(&message, true, Shares::Skip);
+        if !self
+            .cluster
+            .needs_forward(&link, &message, routed.shared_matched)
+        {
+            return routed.queued;
+        }
+        if self.cluster.forward(&link, &message) {
+            self.metrics.forwarded.inc();
+            return routed.queued + 1;
+        }
+        self.metrics.dropped(DropReason::ForwardFull);
+        tracing::debug!(topic = %message.topic, distributor = %link.id, "forward channel full, publish not forwarded");
+        // Other handlers miss this one; local shared subscriptions still get it.
+        routed.queued + self.route(&message, false, Shares::All).queued
     }
 
     /// Copies a device publish to the uplink stream when its topic matches an
@@ -144,17 +165,6 @@ impl Broker {
         if uplink.writer.try_send(entry).is_err() {
             self.metrics.dropped(DropReason::UplinkFull);
             tracing::warn!(client = client_id, topic = %message.topic, "uplink buffer full, publish not appended");
-        }
-    }
-
-    /// Makes every broker a peer of every other.
-    pub fn link_peers(brokers: &[Arc<Broker>]) {
-        for broker in brokers {
-            *broker.peers.write() = brokers
-                .iter()
-                .filter(|other| !Arc::ptr_eq(other, broker))
-                .map(Arc::downgrade)
-                .collect();
         }
     }
 

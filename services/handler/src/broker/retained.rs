@@ -24,6 +24,32 @@ impl Broker {
         self.metrics.retained_messages.inc_by(delta);
     }
 
+    /// Every unexpired retained message held, except on `$` topics (no filter
+    /// reaches those all at once).
+    pub fn retained_messages(&self) -> Vec<Arc<Message>> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        self.retained.read().for_each_match("#", |_, message| {
+            if !message.is_expired(now) {
+                out.push(message.clone());
+            }
+        });
+        out
+    }
+
+    /// Stores a retained message a distributor replays on attach, unless a newer
+    /// one is held for its topic.
+    pub(super) fn store_retained_if_newer(&self, message: &Arc<Message>) {
+        let newer_held = self
+            .retained
+            .read()
+            .get(&message.topic)
+            .is_some_and(|held| held.published_at_ms > message.published_at_ms);
+        if !newer_held {
+            self.store_retained(message);
+        }
+    }
+
     /// Queues the retained messages matching `filter` to `session` with RETAIN set.
     pub(super) fn send_retained(
         &self,

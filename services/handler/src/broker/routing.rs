@@ -1,6 +1,7 @@
 //! Routing a published message: retained store update, then one delivery per matching
 //! session (one copy at the highest matching QoS with every matching subscription
-//! identifier), and one member per shared-subscription group.
+//! identifier), and one member per shared subscription: picked here, or by a
+//! distributor when the handler is part of a cluster.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,24 +39,56 @@ impl Target {
     }
 }
 
+/// Which shared subscriptions a routing pass serves.
+#[derive(Debug, Clone, Copy)]
+pub enum Shares<'a> {
+    /// Every matching one, picking a member of each here (no distributor attached).
+    All,
+    /// None: a distributor picks one member cluster-wide.
+    Skip,
+    /// Only these, written `$share/<group>/<filter>` (a distributor's pick).
+    Listed(&'a [String]),
+}
+
+/// What a routing pass did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Routed {
+    /// Sessions the message was queued to.
+    pub queued: usize,
+    /// Whether a local shared subscription matched (served or not).
+    pub shared_matched: bool,
+}
+
 impl Broker {
-    /// Routes a message published by a client (or a will). Returns how many sessions
-    /// it was queued to.
-    pub fn publish(&self, message: Arc<Message>) -> usize {
-        if message.retain {
-            self.store_retained(&message);
-        }
-        let mut direct: Vec<SubEntry> = Vec::new();
+    /// Routes a message to local sessions: every ordinary subscription when `direct`,
+    /// and the shared subscriptions `shares` selects. Retained storage is the
+    /// caller's business.
+    pub(crate) fn route(&self, message: &Arc<Message>, direct: bool, shares: Shares<'_>) -> Routed {
+        let mut direct_entries: Vec<SubEntry> = Vec::new();
         let mut shared: Vec<(Arc<str>, Arc<str>, SubEntry)> = Vec::new();
+        let mut shared_matched = false;
         self.index
             .read()
             .for_each_match(&message.topic, |filter, key, entry| match &key.group {
-                Some(group) => shared.push((group.clone(), Arc::from(filter), entry.clone())),
+                Some(group) => {
+                    shared_matched = true;
+                    let wanted = match shares {
+                        Shares::All => true,
+                        Shares::Skip => false,
+                        Shares::Listed(listed) => {
+                            listed.iter().any(|name| is_share_name(name, group, filter))
+                        }
+                    };
+                    if wanted {
+                        shared.push((group.clone(), Arc::from(filter), entry.clone()));
+                    }
+                }
+                None if !direct => {}
                 None if entry.options.no_local
                     && message.origin.as_deref() == Some(&*key.client_id) => {}
-                None => direct.push(entry.clone()),
+                None => direct_entries.push(entry.clone()),
             });
-        let mut targets = merge_by_session(direct);
+        let mut targets = merge_by_session(direct_entries);
         shared.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         let mut members: Vec<SubEntry> = Vec::new();
         let mut iter = shared.into_iter().peekable();
@@ -92,7 +125,10 @@ impl Broker {
                 queued += 1;
             }
         }
-        queued
+        Routed {
+            queued,
+            shared_matched,
+        }
     }
 
     /// One member of a share group gets the message: the next connected member in
@@ -119,4 +155,26 @@ fn merge_by_session(mut entries: Vec<SubEntry>) -> Vec<Target> {
         }
     }
     targets
+}
+
+/// Whether `name` (`$share/<group>/<filter>`) names the shared subscription (group, filter).
+fn is_share_name(name: &str, group: &str, filter: &str) -> bool {
+    name.strip_prefix("$share/")
+        .and_then(|rest| rest.strip_prefix(group))
+        .and_then(|rest| rest.strip_prefix('/'))
+        == Some(filter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_share_name;
+
+    #[test]
+    fn share_names_match_group_and_filter_exactly() {
+        assert!(is_share_name("$share/g/a/+", "g", "a/+"));
+        assert!(!is_share_name("$share/g/a/+", "g", "a/#"));
+        assert!(!is_share_name("$share/gg/a", "g", "a"));
+        assert!(!is_share_name("$share/g/a", "gg", "a"));
+        assert!(!is_share_name("share/g/a", "g", "a"));
+    }
 }

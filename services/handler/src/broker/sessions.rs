@@ -237,6 +237,7 @@ impl Broker {
             properties: will.properties,
             expires_at,
             origin: Some(client_id.clone()),
+            published_at_ms: throng_downlink::unix_ms(),
         }));
     }
 }

@@ -73,6 +73,7 @@ impl Broker {
         self.index.write().insert(inner, key, entry);
         if is_new {
             self.metrics.subscriptions.inc();
+            self.cluster.subscription_added(inner, group.as_ref());
         }
         let wants_retained = group.is_none()
             && match options.retain_handling {
@@ -115,6 +116,7 @@ impl Broker {
             Ok(Some(shared)) => (Some(Arc::<str>::from(shared.group)), shared.filter),
             _ => (None, filter),
         };
+        self.cluster.subscription_removed(inner, group.as_ref());
         let key = SubKey {
             client_id: client_id.clone(),
             group,

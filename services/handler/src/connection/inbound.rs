@@ -117,6 +117,7 @@ impl Connection {
                 properties,
                 expires_at,
                 origin: Some(self.session.client_id.clone()),
+                published_at_ms: throng_downlink::unix_ms(),
             });
             let matched = self.broker.publish_everywhere(message.clone());
             self.broker.uplink(&self.session.client_id, &message);

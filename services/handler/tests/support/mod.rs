@@ -48,7 +48,7 @@ impl TestServer {
             fd_handoff: Some(fd_listener),
             admin: Some(admin),
         };
-        let task = tokio::spawn(throng_handler::run(config, listeners, async move {
+        let task = tokio::spawn(throng_handler::run(config, listeners, None, async move {
             let _ = stopped.await;
         }));
         TestServer {

@@ -1,0 +1,651 @@
+//! The hub: the handlers attached to this distributor, the cluster subscription
+//! index their deltas build, the cluster's retained messages, and the routing of
+//! every message to the handlers that need it.
+//!
+//! Two kinds of traffic go through it:
+//! - device publishes a handler forwards (`route_forward`): sent to the other
+//!   handlers with a match without waiting for acks (at most once across this hop);
+//!   a full handler channel drops the copy and counts it, so one slow handler never
+//!   stalls the others;
+//! - server-to-device messages from the ingest API or the downlink stream
+//!   (`deliver`): sent with a delivery id, and the outcome is the handlers' acks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use throng_proto::v1::{
+    Ack, AckOutcome, Delivery, DistributorMessage, Forward, InterestUpdate, Message,
+    SubscriptionDelta, SubscriptionOp, delivery, distributor_message,
+};
+use throng_ring::{Member, Ring};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::index::{Change, ClusterIndex, Op};
+use crate::metrics::{DistributorMetrics, OutcomeLabel, RouteKind};
+
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// How long a server-to-device delivery waits for room in the handler's
+    /// channel and then for its ack before it counts as not delivered (retried).
+    pub ack_timeout: Duration,
+    /// Messages queued towards one handler.
+    pub handler_channel: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            ack_timeout: Duration::from_secs(10),
+            handler_channel: 16 * 1024,
+        }
+    }
+}
+
+/// Who a server-to-device message is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One device by client id: the ring owner, or whichever handler holds its session.
+    Client(String),
+    /// Every subscription matching the message's topic, cluster-wide.
+    Topic,
+}
+
+/// What became of a server-to-device message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered to the online client(s) or stored in their sessions.
+    Accepted,
+    /// The client is offline with a persistent session; queued there.
+    Queued,
+    /// No handler has a session for the client: final, not retried.
+    Undeliverable(String),
+    /// A handler refused it: final.
+    Rejected(String),
+    /// Not delivered now (a handler is not attached or did not answer); try again later.
+    Retry(String),
+}
+
+impl Outcome {
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Outcome::Accepted | Outcome::Queued)
+    }
+
+    fn label(&self) -> OutcomeLabel {
+        match self {
+            Outcome::Accepted => OutcomeLabel::Accepted,
+            Outcome::Queued => OutcomeLabel::Queued,
+            Outcome::Undeliverable(_) => OutcomeLabel::Undeliverable,
+            Outcome::Rejected(_) => OutcomeLabel::Rejected,
+            Outcome::Retry(_) => OutcomeLabel::Retry,
+        }
+    }
+}
+
+type AckWaiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Ack>>>>;
+
+/// One attached handler's stream.
+#[derive(Clone)]
+struct Link {
+    attach_id: u64,
+    /// Deliveries: bounded, so server-to-device senders wait and device
+    /// forwards are dropped when the handler falls behind.
+    tx: mpsc::Sender<DistributorMessage>,
+    /// Interest updates: small, never dropped, sent in order under the state lock.
+    control: mpsc::UnboundedSender<DistributorMessage>,
+    acks: AckWaiters,
+}
+
+/// What the hub sends one attached handler: interest updates first, then deliveries.
+pub struct Outbound {
+    control: mpsc::UnboundedReceiver<DistributorMessage>,
+    deliveries: mpsc::Receiver<DistributorMessage>,
+}
+
+impl Outbound {
+    /// The next message; `None` once the handler is detached and all is drained.
+    pub async fn recv(&mut self) -> Option<DistributorMessage> {
+        tokio::select! {
+            biased;
+            Some(message) = self.control.recv() => Some(message),
+            message = self.deliveries.recv() => message,
+        }
+    }
+
+    /// The messages as a stream, for the gRPC response.
+    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = DistributorMessage> + Send {
+        futures_util::stream::unfold(self, |mut outbound| async move {
+            let message = outbound.recv().await?;
+            Some((message, outbound))
+        })
+    }
+}
+
+#[derive(Default)]
+struct State {
+    index: ClusterIndex,
+    handlers: BTreeMap<Arc<str>, Link>,
+    /// The cluster's retained messages by topic.
+    retained: HashMap<String, Message>,
+}
+
+pub struct Hub {
+    config: HubConfig,
+    metrics: DistributorMetrics,
+    /// Expected handler membership (same Discovery as the agent); when empty, the
+    /// attached handlers stand in for it.
+    ring: watch::Receiver<Arc<Ring>>,
+    state: RwLock<State>,
+    next_attach: AtomicU64,
+    next_delivery: AtomicU64,
+    share_cursor: AtomicUsize,
+}
+
+/// A handler's attachment; dropping it detaches the handler.
+pub struct Attachment {
+    hub: Arc<Hub>,
+    handler: Arc<str>,
+    attach_id: u64,
+    acks: AckWaiters,
+}
+
+impl Hub {
+    pub fn new(
+        config: HubConfig,
+        metrics: DistributorMetrics,
+        ring: watch::Receiver<Arc<Ring>>,
+    ) -> Arc<Hub> {
+        Arc::new(Hub {
+            config,
+            metrics,
+            ring,
+            state: RwLock::new(State::default()),
+            next_attach: AtomicU64::new(1),
+            next_delivery: AtomicU64::new(1),
+            share_cursor: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn metrics(&self) -> &DistributorMetrics {
+        &self.metrics
+    }
+
+    /// Ids of the attached handlers, sorted.
+    pub fn attached(&self) -> Vec<Arc<str>> {
+        self.state.read().handlers.keys().cloned().collect()
+    }
+
+    /// Registers a handler's stream; a handler already attached under the same id
+    /// is replaced (its old stream is stale). It is told its interest set, then
+    /// the retained messages the cluster holds. Needs a tokio runtime.
+    pub fn attach(self: &Arc<Self>, handler_id: &str) -> (Attachment, Outbound) {
+        let handler: Arc<str> = Arc::from(handler_id);
+        let attach_id = self.next_attach.fetch_add(1, Ordering::Relaxed);
+        let (tx, deliveries) = mpsc::channel(self.config.handler_channel);
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let acks = AckWaiters::default();
+        let link = Link {
+            attach_id,
+            tx: tx.clone(),
+            control: control_tx,
+            acks: acks.clone(),
+        };
+        let retained: Vec<Message> = {
+            let mut state = self.state.write();
+            let interest = InterestUpdate {
+                added: state.index.interest_for(&handler),
+                removed: Vec::new(),
+                replace: true,
+            };
+            let _ = link.control.send(interest_message(interest));
+            let replaced = state.handlers.insert(handler.clone(), link).is_some();
+            if !replaced {
+                self.metrics.handlers.inc();
+            }
+            state.retained.values().cloned().collect()
+        };
+        tracing::info!(handler = %handler, retained = retained.len(), "handler attached");
+        tokio::spawn(async move {
+            for message in retained {
+                let sync = Delivery {
+                    target: Some(delivery::Target::Topic(message.topic.clone())),
+                    message: Some(message),
+                    retained_sync: true,
+                    ..Delivery::default()
+                };
+                if tx.send(wrap(sync)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let attachment = Attachment {
+            hub: self.clone(),
+            handler,
+            attach_id,
+            acks,
+        };
+        (
+            attachment,
+            Outbound {
+                control,
+                deliveries,
+            },
+        )
+    }
+
+    fn detach(&self, handler: &Arc<str>, attach_id: u64) {
+        let mut state = self.state.write();
+        let Some(link) = state.handlers.get(handler) else {
+            return;
+        };
+        if link.attach_id != attach_id {
+            return;
+        }
+        // Deliveries waiting for this handler's acks fail now and are retried.
+        link.acks.lock().clear();
+        state.handlers.remove(handler);
+        let filters = state.index.filters_of(handler);
+        let before: Vec<Vec<Arc<str>>> = filters.iter().map(|f| state.index.holders(f)).collect();
+        state.index.remove_handler(handler);
+        let mut updates = InterestUpdates::default();
+        for (filter, before) in filters.iter().zip(before) {
+            updates.diff(&state, filter, &before);
+        }
+        updates.send(&state);
+        drop(state);
+        self.metrics.handlers.dec();
+        tracing::info!(handler = %handler, "handler detached");
+    }
+
+    /// Applies a handler's subscription changes (a full snapshot replaces what it
+    /// had) and tells the other handlers how their interest sets changed.
+    /// Invalid entries are skipped and logged; the rest still apply.
+    fn apply_delta(&self, handler: &Arc<str>, delta: SubscriptionDelta) {
+        let changes: Vec<Change> = delta
+            .changes
+            .into_iter()
+            .filter_map(|change| {
+                let op = match change.op() {
+                    SubscriptionOp::Add => Op::Add,
+                    SubscriptionOp::Remove => Op::Remove,
+                    SubscriptionOp::Unspecified => {
+                        tracing::warn!(handler = %handler, filter = %change.filter, "subscription change without op, skipped");
+                        return None;
+                    }
+                };
+                Some(Change {
+                    filter: change.filter,
+                    share_group: change.share_group,
+                    op,
+                })
+            })
+            .collect();
+        let mut state = self.state.write();
+        let mut touched: Vec<Arc<str>> = changes.iter().map(|c| Arc::from(&*c.filter)).collect();
+        if delta.full_snapshot {
+            touched.extend(state.index.filters_of(handler));
+        }
+        touched.sort();
+        touched.dedup();
+        let before: Vec<Vec<Arc<str>>> = touched.iter().map(|f| state.index.holders(f)).collect();
+        if delta.full_snapshot {
+            let snapshot = changes
+                .into_iter()
+                .filter(|change| change.op == Op::Add)
+                .map(|change| (change.filter, change.share_group, 1));
+            if let Err(err) = state.index.replace(handler, snapshot) {
+                tracing::warn!(handler = %handler, error = %err, "invalid filter in snapshot, snapshot refused");
+            }
+        } else {
+            for change in changes {
+                let filter = change.filter.clone();
+                if let Err(err) = state.index.apply(handler, change) {
+                    tracing::warn!(handler = %handler, filter = %filter, error = %err, "invalid subscription change, skipped");
+                }
+            }
+        }
+        let mut updates = InterestUpdates::default();
+        for (filter, before) in touched.iter().zip(before) {
+            updates.diff(&state, filter, &before);
+        }
+        updates.send(&state);
+    }
+
+    /// Routes a device publish forwarded by handler `from`.
+    fn route_forward(&self, from: &Arc<str>, forward: Forward) {
+        let Some(message) = forward.message else {
+            return;
+        };
+        if message.retain {
+            self.store_retained(&message);
+        }
+        if forward.retain_copy {
+            return;
+        }
+        self.metrics.routed(RouteKind::Device);
+        for (handler, link, shares) in self.plan(&message.topic, Some(from), message.retain) {
+            let delivery = Delivery {
+                delivery_id: 0,
+                target: Some(delivery::Target::Topic(message.topic.clone())),
+                message: Some(message.clone()),
+                shared_only: handler == *from,
+                share_groups: shares,
+                retained_sync: false,
+            };
+            if link.tx.try_send(wrap(delivery)).is_err() {
+                self.metrics.forward_dropped.inc();
+                tracing::debug!(handler = %handler, topic = %message.topic, "handler channel full, device publish dropped");
+            }
+        }
+    }
+
+    /// The handlers a publish on `topic` goes to, each with the shared
+    /// subscriptions it serves. `from` (the publishing handler) only appears when
+    /// picked for a shared subscription; `everyone` adds every other attached
+    /// handler (a retained message is stored everywhere).
+    fn plan(
+        &self,
+        topic: &str,
+        from: Option<&Arc<str>>,
+        everyone: bool,
+    ) -> Vec<(Arc<str>, Link, Vec<String>)> {
+        let state = self.state.read();
+        let route = state.index.route(topic, from.map(|f| &**f));
+        let mut targets: BTreeMap<Arc<str>, Vec<String>> = route
+            .handlers
+            .into_iter()
+            .map(|handler| (handler, Vec::new()))
+            .collect();
+        for (group, filter, members) in route.shared {
+            let pick = self.share_cursor.fetch_add(1, Ordering::Relaxed) % members.len();
+            targets
+                .entry(members[pick].clone())
+                .or_default()
+                .push(format!("$share/{group}/{filter}"));
+        }
+        if everyone {
+            for handler in state.handlers.keys() {
+                if from != Some(handler) {
+                    targets.entry(handler.clone()).or_default();
+                }
+            }
+        }
+        targets
+            .into_iter()
+            .filter_map(|(handler, shares)| {
+                let link = state.handlers.get(&handler)?.clone();
+                Some((handler, link, shares))
+            })
+            .collect()
+    }
+
+    /// Stores (or clears, with an empty payload) a retained message; the newest
+    /// `published_at_unix_ms` wins, so a handler replaying old ones on attach
+    /// never overwrites a newer one.
+    fn store_retained(&self, message: &Message) {
+        let mut state = self.state.write();
+        if let Some(held) = state.retained.get(&message.topic)
+            && held.published_at_unix_ms > message.published_at_unix_ms
+        {
+            return;
+        }
+        if message.payload.is_empty() {
+            state.retained.remove(&message.topic);
+        } else {
+            state
+                .retained
+                .insert(message.topic.clone(), message.clone());
+        }
+    }
+
+    /// Delivers a server-to-device message and reports what became of it.
+    pub async fn deliver(&self, target: Target, message: Message) -> Outcome {
+        let entered_ms = message.published_at_unix_ms;
+        let outcome = match target {
+            Target::Client(client_id) => {
+                self.metrics.routed(RouteKind::Client);
+                self.deliver_to_client(&client_id, message).await
+            }
+            Target::Topic => {
+                self.metrics.routed(RouteKind::Topic);
+                self.deliver_to_topic(message).await
+            }
+        };
+        self.metrics.outcome(outcome.label());
+        if outcome.is_delivered() {
+            let elapsed_ms = unix_ms().saturating_sub(entered_ms).max(0);
+            self.metrics
+                .delivery_latency
+                .observe(elapsed_ms as f64 / 1000.0);
+        }
+        outcome
+    }
+
+    /// The ring owner first, then the other members in ring order: after an
+    /// owner failure the agent connects a device to the next candidate, so its
+    /// session may live there.
+    async fn deliver_to_client(&self, client_id: &str, message: Message) -> Outcome {
+        let candidates: Vec<Arc<str>> = {
+            let ring = self.ring.borrow().clone();
+            let ring = if ring.is_empty() {
+                Arc::new(Ring::new(
+                    self.attached().into_iter().map(|id| Member::new(id, "")),
+                ))
+            } else {
+                ring
+            };
+            ring.candidates(client_id)
+                .into_iter()
+                .map(|member| member.id.clone())
+                .collect()
+        };
+        let mut unreachable: Vec<Arc<str>> = Vec::new();
+        let asked_any = !candidates.is_empty();
+        for candidate in candidates {
+            let link = self.state.read().handlers.get(&candidate).cloned();
+            let Some(link) = link else {
+                unreachable.push(candidate);
+                continue;
+            };
+            let delivery = Delivery {
+                target: Some(delivery::Target::ClientId(client_id.to_owned())),
+                message: Some(message.clone()),
+                ..Delivery::default()
+            };
+            match self.submit(&link, delivery).await {
+                Ok(waiter) => match self.wait(waiter).await {
+                    Ok(ack) => match ack.outcome() {
+                        AckOutcome::Accepted => return Outcome::Accepted,
+                        AckOutcome::Queued => return Outcome::Queued,
+                        AckOutcome::UnknownClient => continue,
+                        AckOutcome::Rejected | AckOutcome::Unspecified => {
+                            return Outcome::Rejected(ack.reason);
+                        }
+                    },
+                    Err(err) => {
+                        tracing::debug!(handler = %candidate, error = err, "delivery not acknowledged");
+                        unreachable.push(candidate);
+                    }
+                },
+                Err(err) => {
+                    tracing::debug!(handler = %candidate, error = err, "delivery not sent");
+                    unreachable.push(candidate);
+                }
+            }
+        }
+        match unreachable.first() {
+            Some(handler) => Outcome::Retry(format!(
+                "handler {handler} (a candidate owner of {client_id:?}) is not attached or did not answer"
+            )),
+            None if !asked_any => Outcome::Retry("no handler is attached".into()),
+            None => Outcome::Undeliverable(format!(
+                "client {client_id:?} has no session on any handler"
+            )),
+        }
+    }
+
+    /// Every handler with a matching subscription (one per shared subscription),
+    /// and every handler for a retained message so that each stores it.
+    async fn deliver_to_topic(&self, message: Message) -> Outcome {
+        if message.retain {
+            self.store_retained(&message);
+        }
+        let mut waiters = Vec::new();
+        for (handler, link, shares) in self.plan(&message.topic, None, message.retain) {
+            let delivery = Delivery {
+                target: Some(delivery::Target::Topic(message.topic.clone())),
+                message: Some(message.clone()),
+                share_groups: shares,
+                ..Delivery::default()
+            };
+            match self.submit(&link, delivery).await {
+                Ok(waiter) => waiters.push((handler, waiter)),
+                Err(err) => return Outcome::Retry(format!("handler {handler}: {err}")),
+            }
+        }
+        let mut outcome = Outcome::Accepted;
+        for (handler, waiter) in waiters {
+            match self.wait(waiter).await {
+                Ok(ack) if matches!(ack.outcome(), AckOutcome::Accepted | AckOutcome::Queued) => {}
+                Ok(ack) => {
+                    outcome = Outcome::Rejected(format!("handler {handler}: {}", ack.reason));
+                }
+                Err(err) => outcome = Outcome::Retry(format!("handler {handler}: {err}")),
+            }
+        }
+        outcome
+    }
+
+    /// Queues a delivery towards a handler, registering for its ack.
+    async fn submit(&self, link: &Link, mut delivery: Delivery) -> Result<AckWaiter, &'static str> {
+        let id = self.next_delivery.fetch_add(1, Ordering::Relaxed);
+        delivery.delivery_id = id;
+        let (tx, rx) = oneshot::channel();
+        link.acks.lock().insert(id, tx);
+        let sent =
+            tokio::time::timeout(self.config.ack_timeout, link.tx.send(wrap(delivery))).await;
+        match sent {
+            Ok(Ok(())) => Ok(AckWaiter {
+                id,
+                rx,
+                acks: link.acks.clone(),
+            }),
+            Ok(Err(_)) => {
+                link.acks.lock().remove(&id);
+                Err("handler detached")
+            }
+            Err(_) => {
+                link.acks.lock().remove(&id);
+                Err("handler channel stayed full")
+            }
+        }
+    }
+
+    async fn wait(&self, waiter: AckWaiter) -> Result<Ack, &'static str> {
+        let AckWaiter { id, rx, acks } = waiter;
+        match tokio::time::timeout(self.config.ack_timeout, rx).await {
+            Ok(Ok(ack)) => Ok(ack),
+            Ok(Err(_)) => Err("handler detached before acknowledging"),
+            Err(_) => {
+                acks.lock().remove(&id);
+                Err("no ack in time")
+            }
+        }
+    }
+}
+
+struct AckWaiter {
+    id: u64,
+    rx: oneshot::Receiver<Ack>,
+    acks: AckWaiters,
+}
+
+impl Attachment {
+    pub fn handler(&self) -> &Arc<str> {
+        &self.handler
+    }
+
+    pub fn apply_delta(&self, delta: SubscriptionDelta) {
+        self.hub.apply_delta(&self.handler, delta);
+    }
+
+    pub fn forward(&self, forward: Forward) {
+        self.hub.route_forward(&self.handler, forward);
+    }
+
+    /// Completes the delivery the ack is for; acks for unknown ids (timed out,
+    /// or device traffic) are ignored.
+    pub fn ack(&self, ack: Ack) {
+        if let Some(waiter) = self.acks.lock().remove(&ack.delivery_id) {
+            let _ = waiter.send(ack);
+        }
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.hub.detach(&self.handler, self.attach_id);
+    }
+}
+
+/// Interest-set changes per handler, collected while applying changes under
+/// the state lock and sent before it is released (so they keep their order).
+#[derive(Default)]
+struct InterestUpdates {
+    by_handler: BTreeMap<Arc<str>, InterestUpdate>,
+}
+
+impl InterestUpdates {
+    /// Records how `filter` moving from holders `before` to its current holders
+    /// changes each attached handler's interest: a handler is interested in a
+    /// filter some *other* handler holds.
+    fn diff(&mut self, state: &State, filter: &Arc<str>, before: &[Arc<str>]) {
+        let after = state.index.holders(filter);
+        if after == before {
+            return;
+        }
+        for handler in state.handlers.keys() {
+            let was = before.iter().any(|h| h != handler);
+            let is = after.iter().any(|h| h != handler);
+            if was == is {
+                continue;
+            }
+            let update = self.by_handler.entry(handler.clone()).or_default();
+            if is {
+                update.added.push(filter.to_string());
+            } else {
+                update.removed.push(filter.to_string());
+            }
+        }
+    }
+
+    fn send(self, state: &State) {
+        for (handler, update) in self.by_handler {
+            if let Some(link) = state.handlers.get(&handler) {
+                let _ = link.control.send(interest_message(update));
+            }
+        }
+    }
+}
+
+fn interest_message(update: InterestUpdate) -> DistributorMessage {
+    DistributorMessage {
+        kind: Some(distributor_message::Kind::InterestUpdate(update)),
+    }
+}
+
+fn wrap(delivery: Delivery) -> DistributorMessage {
+    DistributorMessage {
+        kind: Some(distributor_message::Kind::Delivery(delivery)),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
