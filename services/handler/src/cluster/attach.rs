@@ -4,6 +4,7 @@
 //! messages; then it serves the distributor's deliveries and interest updates.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -14,15 +15,13 @@ use throng_proto::v1::{
 use throng_ring::Ring;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
 use super::{DistributorLink, to_wire};
 use crate::broker::Broker;
 
-/// Device publishes queued towards one distributor before new ones are dropped.
-const FORWARD_CHANNEL: usize = 16 * 1024;
 /// Largest gRPC message sent or received.
 const MAX_GRPC_MESSAGE: usize = 16 * 1024 * 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -119,12 +118,12 @@ async fn attach_once(
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
 
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
-    let (forward_tx, forward_rx) = mpsc::channel(FORWARD_CHANNEL);
+    let (outbound_tx, outbound_rx) = mpsc::unbounded_channel();
+    let queued_forwards = Arc::new(AtomicUsize::new(0));
     let link = Arc::new(DistributorLink {
         id: id.clone(),
-        control: control_tx,
-        forwards: forward_tx,
+        outbound: outbound_tx,
+        queued_forwards: queued_forwards.clone(),
         interest: Default::default(),
     });
     {
@@ -145,7 +144,15 @@ async fn attach_once(
             }));
         }
     }
-    let outbound = UnboundedReceiverStream::new(control_rx).merge(ReceiverStream::new(forward_rx));
+    let outbound = UnboundedReceiverStream::new(outbound_rx).map(move |message| {
+        if let Some(handler_message::Kind::Forward(Forward {
+            retain_copy: false, ..
+        })) = &message.kind
+        {
+            queued_forwards.fetch_sub(1, Ordering::Relaxed);
+        }
+        message
+    });
     let result = serve(broker, &link, &mut client, outbound, stop).await;
     if let Some(broker) = broker.upgrade() {
         broker.cluster.remove_link(&link);

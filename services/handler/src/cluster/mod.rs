@@ -12,7 +12,7 @@ mod recent;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use throng_proto::v1::{
@@ -28,13 +28,18 @@ pub use recent::RecentIds;
 
 use crate::message::Message;
 
+/// Device publishes queued towards one distributor before new ones are dropped.
+const FORWARD_LIMIT: usize = 16 * 1024;
+
 /// One attached distributor stream.
 pub struct DistributorLink {
     pub id: Arc<str>,
-    /// Hello, subscription deltas and acks: never dropped, never waited on.
-    control: mpsc::UnboundedSender<HandlerMessage>,
-    /// Device publishes: bounded; a full channel drops the copy (counted).
-    forwards: mpsc::Sender<HandlerMessage>,
+    /// Everything, in order (a subscription change is never overtaken by a
+    /// publish that depends on it). Never waited on: Hello, deltas and acks are
+    /// never dropped; device publishes beyond `FORWARD_LIMIT` queued are.
+    outbound: mpsc::UnboundedSender<HandlerMessage>,
+    /// Device publishes queued in `outbound`, decremented as the stream takes them.
+    queued_forwards: Arc<AtomicUsize>,
     /// Filters other handlers subscribe to; `None` until the first update, and
     /// then every publish is forwarded.
     interest: RwLock<Option<SubscriptionIndex<(), ()>>>,
@@ -43,7 +48,7 @@ pub struct DistributorLink {
 impl DistributorLink {
     fn send_control(&self, kind: handler_message::Kind) {
         // A closed channel means the stream ended; the supervisor re-attaches.
-        let _ = self.control.send(HandlerMessage { kind: Some(kind) });
+        let _ = self.outbound.send(HandlerMessage { kind: Some(kind) });
     }
 
     /// Whether another handler subscribes to something matching `topic`.
@@ -212,13 +217,17 @@ impl Cluster {
                 }
             }
         }
+        if link.queued_forwards.fetch_add(1, Ordering::Relaxed) >= FORWARD_LIMIT {
+            link.queued_forwards.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
         let forward = HandlerMessage {
             kind: Some(handler_message::Kind::Forward(Forward {
                 message: Some(wire),
                 retain_copy: false,
             })),
         };
-        link.forwards.try_send(forward).is_ok()
+        link.outbound.send(forward).is_ok()
     }
 }
 
