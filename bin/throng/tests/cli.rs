@@ -385,3 +385,143 @@ fn dev_answers_grpc_health_checks() {
     throng.terminate();
     assert!(throng.wait_exit(Duration::from_secs(10)).success());
 }
+
+/// `throng pub` against `throng dev`: a message for a connected client id reaches
+/// it on `$throng/downlink/<id>` whatever it subscribes to; a repeated message id is
+/// not delivered twice; an unknown client is reported and exits non-zero; an
+/// offline persistent session gets `queued`.
+#[test]
+fn pub_reaches_a_device_through_dev_and_reports_outcomes() {
+    if !have_mosquitto_clients() {
+        return;
+    }
+    let (mut throng, mqtt, admin, grpc) = start_dev_with_grpc();
+    let grpc = grpc.to_string();
+    let port = mqtt.port().to_string();
+    let subs_before = metric(admin, "throng_sessions{state=\"online\"}");
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-i",
+            "pub-dev-42",
+            "-c",
+            "-q",
+            "1",
+        ])
+        .args(["-t", "unrelated/topic", "-v", "-C", "2", "-W", "15"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sub = Running(sub);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(admin, "throng_sessions{state=\"online\"}") <= subs_before {
+        assert!(Instant::now() < deadline, "mosquitto_sub never connected");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let publish = |extra: &[&str]| run(&[&["pub", "--grpc", &grpc][..], extra].concat());
+
+    let first = publish(&[
+        "--client",
+        "pub-dev-42",
+        "--qos",
+        "1",
+        "--payload",
+        "one",
+        "--message-id",
+        "m-1",
+    ]);
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout).trim(),
+        "accepted m-1"
+    );
+    let again = publish(&[
+        "--client",
+        "pub-dev-42",
+        "--qos",
+        "1",
+        "--payload",
+        "one",
+        "--message-id",
+        "m-1",
+    ]);
+    assert!(again.status.success(), "{again:?}");
+    let second = publish(&["--client", "pub-dev-42", "--qos", "1", "--payload", "two"]);
+    assert!(second.status.success(), "{second:?}");
+
+    let status = sub.wait_exit(Duration::from_secs(15));
+    let mut out = String::new();
+    sub.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(
+        status.success(),
+        "mosquitto_sub exited with {status}: {out}"
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "$throng/downlink/pub-dev-42 one",
+            "$throng/downlink/pub-dev-42 two"
+        ],
+        "m-1 once, then the second message"
+    );
+
+    // The session is persistent (-c) and now offline: QoS 1 is queued there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(admin, "throng_sessions{state=\"offline\"}") < 1.0 {
+        assert!(Instant::now() < deadline, "session never went offline");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let queued = publish(&["--client", "pub-dev-42", "--qos", "1", "--payload", "later"]);
+    assert!(queued.status.success(), "{queued:?}");
+    assert!(
+        String::from_utf8_lossy(&queued.stdout).starts_with("queued "),
+        "{queued:?}"
+    );
+
+    let unknown = publish(&["--client", "nobody-here", "--payload", "x"]);
+    assert!(!unknown.status.success());
+    let line = String::from_utf8_lossy(&unknown.stdout);
+    assert!(
+        line.starts_with("undeliverable ") && line.contains("nobody-here"),
+        "{line}"
+    );
+
+    let refused = publish(&["--client", "pub-dev-42", "--retain", "--payload", "x"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).starts_with("rejected "),
+        "{refused:?}"
+    );
+
+    throng.terminate();
+    assert!(throng.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn pub_needs_a_target_and_a_reachable_server() {
+    let out = run(&["pub", "--payload", "x"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--client") && stderr.contains("--topic"),
+        "stderr: {stderr}"
+    );
+
+    let out = run(&["pub", "--topic", "t", "--qos", "3"]);
+    assert!(!out.status.success());
+
+    let nobody = free_addr().to_string();
+    let out = run(&["pub", "--grpc", &nobody, "--topic", "t", "--timeout", "2s"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("throng: "), "stderr: {stderr}");
+}
