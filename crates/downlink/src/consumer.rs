@@ -85,7 +85,8 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Connects and creates the group at `$` (with MKSTREAM) if it is missing.
+    /// Connects and creates the group at `0` (with MKSTREAM) if it is missing, so
+    /// entries a backend added before the first distributor ever started are delivered.
     pub async fn connect(
         client: redis::Client,
         cfg: ConsumerConfig,
@@ -106,7 +107,7 @@ impl Consumer {
             dead_letters: AtomicU64::new(0),
             reclaim_cursor: Mutex::new("0".to_owned()),
         };
-        consumer.ensure_group("$").await?;
+        consumer.ensure_group("0").await?;
         Ok(consumer)
     }
 

@@ -43,7 +43,8 @@
 //! again with the same `id`, which a handler uses to drop the repeat. If the
 //! consumer group itself disappears (Redis restarted without persistence) it is
 //! recreated at `0`, so what is left in the stream is delivered again rather
-//! than lost.
+//! than lost. The group is created at `0` in the first place too: entries
+//! added before any distributor ever ran are delivered, not skipped.
 //!
 //! # Uplink entry format (what backends read)
 //!

@@ -329,3 +329,27 @@ async fn reclaim_walks_the_pending_list_in_pages() {
     }
     assert_eq!(seen, (0..7).collect::<Vec<u8>>());
 }
+
+/// A backend may start pushing before any distributor ever ran: the group is
+/// created at the start of the stream, so those entries are delivered too.
+#[tokio::test]
+async fn entries_added_before_the_group_existed_are_delivered() {
+    let redis = RedisServer::start().await;
+    let mut conn = redis.conn().await;
+    xadd(
+        &mut conn,
+        &[("client", b"early-bird"), ("payload", b"early")],
+    )
+    .await;
+    let consumer = Consumer::connect(redis.client(), config("d-1"))
+        .await
+        .unwrap();
+    xadd(
+        &mut conn,
+        &[("client", b"early-bird"), ("payload", b"late")],
+    )
+    .await;
+    let got = read_n(&consumer, 2).await;
+    let payloads: Vec<&[u8]> = got.iter().map(|d| &d.message.payload[..]).collect();
+    assert_eq!(payloads, [&b"early"[..], &b"late"[..]]);
+}

@@ -2,13 +2,18 @@
 //! processes (`process.rs`), their admin endpoints (metrics, `/v1/owner`,
 //! `/v1/connections`), a three-handler cluster, and a blocking raw MQTT client
 //! (`mqtt.rs`) that can bind its source address and see exactly what the agent
-//! sends.
+//! sends. For the cluster tests: distributors and the whole cluster with Redis
+//! (`distributed.rs`), a device with every QoS flow (`device.rs`), and the Redis
+//! streams (`streams.rs`).
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+mod device;
+mod distributed;
 mod mqtt;
 mod process;
+mod streams;
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
@@ -16,8 +21,13 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+pub use device::*;
+// Only the cluster tests use these.
+#[allow(unused_imports)]
+pub use distributed::*;
 pub use mqtt::*;
 pub use process::*;
+pub use streams::*;
 
 /// How long any single wait in these tests may take.
 pub const WAIT: Duration = Duration::from_secs(20);

@@ -330,3 +330,77 @@ pub fn start_agent(
     }
     panic!("agent {name} could not bind free ports");
 }
+
+/// Starts handlers `h0`, `h1`, … on the planned (hand-off, admin) addresses with
+/// `extra` flags; a handler whose planned ports were taken meanwhile is started
+/// again on fresh ones. Returns once every admin port answers.
+pub fn start_handlers_at(
+    dir: &Path,
+    planned: &[(SocketAddr, SocketAddr)],
+    extra: &[&str],
+) -> Vec<Handler> {
+    let mut handlers: Vec<Handler> = planned
+        .iter()
+        .enumerate()
+        .map(|(i, &(handoff, admin))| {
+            spawn_handler(dir, &format!("h{i}"), handoff, admin, false, extra)
+        })
+        .collect();
+    for handler in &mut handlers {
+        for attempt in 1.. {
+            if handler.process.wait_up(handler.admin, || {
+                try_http_get(handler.admin, "/livez").is_ok()
+            }) {
+                break;
+            }
+            assert!(attempt < 5, "{} could not bind free ports", handler.id);
+            *handler = spawn_handler(dir, &handler.id, free_addr(), free_addr(), false, extra);
+        }
+    }
+    handlers
+}
+
+/// One `throng distributor` process.
+pub struct Distributor {
+    pub id: String,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+    pub process: Running,
+}
+
+impl Distributor {
+    /// Its gauge of attached handlers.
+    pub fn handlers(&self) -> f64 {
+        metric(self.admin, "throng_distributor_handlers")
+    }
+}
+
+/// Starts distributor `id` with the handler membership `handlers` (`id=addr,…`)
+/// and `extra` flags; returns once its admin port answers (bound after gRPC).
+pub fn start_distributor(dir: &Path, id: &str, handlers: &str, extra: &[String]) -> Distributor {
+    for _ in 0..5 {
+        let (grpc, admin) = (free_addr(), free_addr());
+        let mut args: Vec<String> = vec![
+            "distributor".into(),
+            "--id".into(),
+            id.into(),
+            "--grpc-listen".into(),
+            grpc.to_string(),
+            "--admin-listen".into(),
+            admin.to_string(),
+            "--handlers".into(),
+            handlers.into(),
+        ];
+        args.extend(extra.iter().cloned());
+        let mut process = Running::spawn(id, dir, &args);
+        if process.wait_up(admin, || try_http_get(admin, "/livez").is_ok()) {
+            return Distributor {
+                id: id.to_owned(),
+                grpc,
+                admin,
+                process,
+            };
+        }
+    }
+    panic!("distributor {id} could not bind free ports");
+}
