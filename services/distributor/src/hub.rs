@@ -85,6 +85,9 @@ impl Outcome {
     }
 }
 
+/// How long a cleared retained message is remembered as cleared.
+const TOMBSTONE_MS: i64 = 24 * 60 * 60 * 1000;
+
 type AckWaiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Ack>>>>;
 
 /// One attached handler's stream.
@@ -128,7 +131,7 @@ impl Outbound {
 struct State {
     index: ClusterIndex,
     handlers: BTreeMap<Arc<str>, Link>,
-    /// The cluster's retained messages by topic.
+    /// The cluster's retained messages by topic; an empty payload is a tombstone.
     retained: HashMap<String, Message>,
 }
 
@@ -201,10 +204,19 @@ impl Hub {
                 replace: true,
             };
             let _ = link.control.send(interest_message(interest));
-            let replaced = state.handlers.insert(handler.clone(), link).is_some();
-            if !replaced {
-                self.metrics.handlers.inc();
+            match state.handlers.insert(handler.clone(), link) {
+                // The old stream is stale: deliveries waiting for its acks fail
+                // now (and are retried) instead of at the ack timeout.
+                Some(old) => old.acks.lock().clear(),
+                None => {
+                    self.metrics.handlers.inc();
+                }
             }
+            let now = unix_ms();
+            state.retained.retain(|_, message| {
+                !message.payload.is_empty()
+                    || now.saturating_sub(message.published_at_unix_ms) < TOMBSTONE_MS
+            });
             state.retained.values().cloned().collect()
         };
         tracing::info!(handler = %handler, retained = retained.len(), "handler attached");
@@ -384,7 +396,9 @@ impl Hub {
 
     /// Stores (or clears, with an empty payload) a retained message; the newest
     /// `published_at_unix_ms` wins, so a handler replaying old ones on attach
-    /// never overwrites a newer one.
+    /// never overwrites a newer one. A clear is kept as a tombstone (an empty
+    /// message) for `TOMBSTONE_MS`, so a handler that missed it while cut off
+    /// neither brings the old message back nor keeps serving it.
     fn store_retained(&self, message: &Message) {
         let mut state = self.state.write();
         if let Some(held) = state.retained.get(&message.topic)
@@ -392,13 +406,11 @@ impl Hub {
         {
             return;
         }
-        if message.payload.is_empty() {
-            state.retained.remove(&message.topic);
-        } else {
-            state
-                .retained
-                .insert(message.topic.clone(), message.clone());
+        let mut stored = message.clone();
+        if stored.payload.is_empty() {
+            stored.retain = true;
         }
+        state.retained.insert(message.topic.clone(), stored);
     }
 
     /// Delivers a server-to-device message and reports what became of it.
@@ -588,6 +600,9 @@ impl Attachment {
 impl Drop for Attachment {
     fn drop(&mut self) {
         self.hub.detach(&self.handler, self.attach_id);
+        // No ack comes on this stream any more, whether or not it was still the
+        // handler's current one.
+        self.acks.lock().clear();
     }
 }
 

@@ -19,7 +19,7 @@ pub fn to_wire(message: &Message, message_id: String) -> v1::Message {
         payload: message.payload.clone(),
         qos: message.qos as u32,
         retain: message.retain,
-        expiry_seconds: message.remaining_expiry(Instant::now()),
+        expiry_seconds: expiry_from_publication(message),
         user_properties: properties
             .user_properties
             .iter()
@@ -40,6 +40,22 @@ pub fn to_wire(message: &Message, message_id: String) -> v1::Message {
             .unwrap_or_default(),
         published_at_unix_ms: message.published_at_ms as i64,
     }
+}
+
+/// Seconds from the message's publication to its expiry, rounded up: what the
+/// wire's `expiry_seconds` counts. (The seconds left now would shorten the
+/// expiry of a message sent on later, such as a retained message replayed on
+/// attach, by its age.)
+fn expiry_from_publication(message: &Message) -> Option<u32> {
+    let left = message
+        .expires_at?
+        .saturating_duration_since(Instant::now());
+    let left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+    let deadline_ms = throng_downlink::unix_ms().saturating_add(left_ms);
+    let secs = deadline_ms
+        .saturating_sub(message.published_at_ms)
+        .div_ceil(1000);
+    Some(u32::try_from(secs).unwrap_or(u32::MAX))
 }
 
 /// The handler form of a wire message; an error names what is wrong with it.
@@ -132,6 +148,25 @@ mod tests {
         assert_eq!(back.origin.as_deref(), Some("device-1"));
         let left = back.remaining_expiry(Instant::now()).unwrap();
         assert!((59..=60).contains(&left), "{left}");
+    }
+
+    #[test]
+    fn expiry_is_counted_from_publication_whenever_sent() {
+        // Published 5 s ago with a 60 s expiry: still 60 s from publication.
+        let message = Message {
+            topic: Arc::from("t"),
+            payload: Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: PublishProperties::default(),
+            expires_at: Some(Instant::now() + Duration::from_secs(55)),
+            origin: None,
+            published_at_ms: throng_downlink::unix_ms() - 5_000,
+        };
+        let wire = to_wire(&message, String::new());
+        assert!(matches!(wire.expiry_seconds, Some(60 | 61)), "{wire:?}");
+        let left = from_wire(wire).unwrap().remaining_expiry(Instant::now());
+        assert!(matches!(left, Some(55 | 56)), "{left:?}");
     }
 
     #[test]
