@@ -56,6 +56,17 @@ ensure_mosquitto() {
 
 mosquitto_bin() { command -v mosquitto || echo /usr/sbin/mosquitto; }
 
+ensure_redis() {
+  if command -v redis-server >/dev/null 2>&1 || [[ -x /usr/bin/redis-server ]]; then
+    return
+  fi
+  log "installing redis-server (apt-get)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
+}
+
+redis_bin() { command -v redis-server || echo /usr/bin/redis-server; }
+
 # write_mosquitto_conf PATH PORT
 write_mosquitto_conf() {
   cat >"$1" <<EOF

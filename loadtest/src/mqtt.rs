@@ -1,7 +1,7 @@
 //! The few MQTT packets the load tool needs, hand-encoded.
 //!
-//! Only what a load generator sends (CONNECT, PINGREQ, DISCONNECT) and the
-//! one reply it waits for (CONNACK) live here; the broker's codec is not used
+//! Only what a load generator sends (CONNECT, PINGREQ, PUBACK, DISCONNECT) and
+//! what it reads (CONNACK, PUBLISH) live here; the broker's codec is not used
 //! on purpose, so a codec bug cannot hide behind a matching encoder.
 
 /// MQTT protocol level: 4 = 3.1.1, 5 = 5.0.
@@ -45,7 +45,94 @@ pub const PINGRESP: [u8; 2] = [0xD0, 0x00];
 pub const DISCONNECT: [u8; 2] = [0xE0, 0x00];
 
 pub const TYPE_CONNACK: u8 = 2;
+pub const TYPE_PUBLISH: u8 = 3;
+pub const TYPE_PINGRESP: u8 = 13;
 pub const TYPE_DISCONNECT: u8 = 14;
+
+/// A PUBACK for `packet_id` (3.1.1, and 5 with reason Success left out).
+pub fn puback(packet_id: u16) -> [u8; 4] {
+    let [hi, lo] = packet_id.to_be_bytes();
+    [0x40, 0x02, hi, lo]
+}
+
+/// Where the first complete packet in `buf` lies.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// First byte: packet type (high nibble) and flags.
+    pub first: u8,
+    /// Offset of the variable header.
+    pub body: usize,
+    /// Length of the whole packet.
+    pub len: usize,
+}
+
+/// The first complete packet at the start of `buf`; `Ok(None)` if more bytes are needed.
+pub fn next_frame(buf: &[u8]) -> Result<Option<Frame>, &'static str> {
+    if buf.len() < 2 {
+        return Ok(None);
+    }
+    match get_varint(&buf[1..]) {
+        Varint::Done(remaining, n) => {
+            let body = 1 + n;
+            Ok((buf.len() >= body + remaining).then_some(Frame {
+                first: buf[0],
+                body,
+                len: body + remaining,
+            }))
+        }
+        Varint::Incomplete => Ok(None),
+        Varint::Malformed => Err("bad remaining length"),
+    }
+}
+
+/// The parts of a PUBLISH the load tool looks at.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Publish<'a> {
+    pub qos: u8,
+    pub topic: &'a [u8],
+    /// Present for QoS 1 and 2.
+    pub packet_id: Option<u16>,
+    pub payload: &'a [u8],
+}
+
+/// Parses a PUBLISH from its first byte and its variable header + payload.
+pub fn parse_publish(
+    first: u8,
+    body: &[u8],
+    protocol: Protocol,
+) -> Result<Publish<'_>, &'static str> {
+    let qos = (first >> 1) & 0x03;
+    if qos == 3 {
+        return Err("PUBLISH with QoS 3");
+    }
+    let short = "short PUBLISH";
+    let topic_len = usize::from(u16::from_be_bytes([
+        *body.first().ok_or(short)?,
+        *body.get(1).ok_or(short)?,
+    ]));
+    let mut at = 2 + topic_len;
+    let topic = body.get(2..at).ok_or(short)?;
+    let packet_id = if qos > 0 {
+        let id = u16::from_be_bytes([*body.get(at).ok_or(short)?, *body.get(at + 1).ok_or(short)?]);
+        at += 2;
+        Some(id)
+    } else {
+        None
+    };
+    if protocol == Protocol::V5 {
+        match get_varint(body.get(at..).ok_or(short)?) {
+            Varint::Done(props, n) => at += n + props,
+            _ => return Err("bad PUBLISH properties length"),
+        }
+    }
+    let payload = body.get(at..).ok_or(short)?;
+    Ok(Publish {
+        qos,
+        topic,
+        packet_id,
+        payload,
+    })
+}
 
 /// Appends an MQTT variable byte integer.
 pub fn put_varint(out: &mut Vec<u8>, mut v: usize) {
@@ -195,6 +282,35 @@ mod tests {
         }
         assert_eq!(get_varint(&[0x80]), Varint::Incomplete);
         assert_eq!(get_varint(&[0x80, 0x80, 0x80, 0x80]), Varint::Malformed);
+    }
+
+    #[test]
+    fn frames_and_publishes() {
+        // QoS 1 PUBLISH "a/b", id 7, payload "xy"; then half a PINGRESP.
+        let v3 = [0x32, 9, 0, 3, b'a', b'/', b'b', 0, 7, b'x', b'y', 0xD0];
+        let f = next_frame(&v3).unwrap().unwrap();
+        assert_eq!((f.first, f.body, f.len), (0x32, 2, 11));
+        let p = parse_publish(f.first, &v3[f.body..f.len], Protocol::V311).unwrap();
+        assert_eq!(
+            p,
+            Publish {
+                qos: 1,
+                topic: b"a/b",
+                packet_id: Some(7),
+                payload: b"xy"
+            }
+        );
+        assert_eq!(next_frame(&v3[f.len..]).unwrap(), None);
+        // QoS 0 with MQTT 5 properties (one byte of them).
+        let v5 = [0x30, 7, 0, 1, b't', 2, 0x01, 0x01, b'z'];
+        let f = next_frame(&v5).unwrap().unwrap();
+        let p = parse_publish(f.first, &v5[f.body..f.len], Protocol::V5).unwrap();
+        assert_eq!(
+            (p.qos, p.topic, p.packet_id, p.payload),
+            (0, &b"t"[..], None, &b"z"[..])
+        );
+        assert!(parse_publish(0x32, &[0, 5, b'a'], Protocol::V311).is_err());
+        assert_eq!(puback(0x0102), [0x40, 2, 1, 2]);
     }
 
     #[test]

@@ -84,6 +84,26 @@ pub fn sample(pid: &str) -> anyhow::Result<Sample> {
     })
 }
 
+/// Host-wide CPU time from /proc/stat, all CPUs together, microseconds:
+/// `(busy, total)` where busy leaves out idle and iowait.
+pub fn host_cpu_us() -> Option<(u64, u64)> {
+    parse_host_cpu(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+fn parse_host_cpu(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    let us = |t: u64| t * 1_000_000 / clock_ticks();
+    Some((us(total - idle), us(total)))
+}
+
 /// Host-wide TCP counters (this network namespace) that explain connect tails:
 /// accept-queue overflows and SYN retransmissions.
 pub const TCP_COUNTERS: [&str; 6] = [
@@ -169,6 +189,15 @@ mod tests {
         let mut later = c.clone();
         later.insert("ListenDrops".into(), 10);
         assert_eq!(counter_delta(&c, &later).get("ListenDrops"), Some(&7));
+    }
+
+    #[test]
+    fn parses_host_cpu() {
+        let ticks = clock_ticks();
+        let (busy, total) = parse_host_cpu("cpu  10 0 5 80 5 0 0 0 0 0\ncpu0 1 2 3 4 5\n").unwrap();
+        assert_eq!(busy, 15 * 1_000_000 / ticks);
+        assert_eq!(total, 100 * 1_000_000 / ticks);
+        assert!(host_cpu_us().is_some());
     }
 
     #[test]

@@ -45,7 +45,8 @@ impl FromStr for BrokerPid {
 }
 
 impl BrokerPid {
-    fn tier(&self) -> String {
+    /// The tier this pid is reported in: its label, or the pid itself.
+    pub fn tier(&self) -> String {
         self.label.clone().unwrap_or_else(|| self.pid.to_string())
     }
 }

@@ -1,7 +1,7 @@
 //! Scenario `connect`: a connection storm, optionally followed by an idle hold,
 //! with broker memory / CPU sampled through /proc.
 
-mod broker;
+pub mod broker;
 mod msg;
 pub mod worker;
 

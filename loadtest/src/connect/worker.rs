@@ -11,54 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::msg::{CMD_FINISH, ConnectedReport, HeldReport, WorkerConfig, WorkerMsg};
+use crate::handshake::{self, Failure, io_key};
 use crate::hist::Latency;
-use crate::mqtt::{self, Varint};
-use crate::net::client_socket;
+use crate::mqtt;
 use crate::procfs;
 use crate::workers::emit;
-
-/// Why a handshake failed.
-#[derive(Debug)]
-enum Failure {
-    Io(io::Error),
-    Timeout,
-    /// CONNACK with a non-zero return / reason code.
-    Code(u8),
-    /// Something other than a well-formed CONNACK arrived.
-    Protocol(&'static str),
-}
-
-impl Failure {
-    fn key(&self) -> String {
-        match self {
-            Failure::Io(e) => io_key(e),
-            Failure::Timeout => "timeout".into(),
-            Failure::Code(code) => format!("connack_code_0x{code:02x}"),
-            Failure::Protocol(what) => format!("protocol: {what}"),
-        }
-    }
-}
-
-/// Groups I/O errors into the causes the report shows.
-fn io_key(e: &io::Error) -> String {
-    match e.kind() {
-        ErrorKind::ConnectionRefused => "refused".into(),
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
-            "reset".into()
-        }
-        ErrorKind::UnexpectedEof => "closed_before_connack".into(),
-        ErrorKind::TimedOut => "timeout".into(),
-        ErrorKind::AddrInUse | ErrorKind::AddrNotAvailable => "no_source_port".into(),
-        _ => match e.raw_os_error() {
-            Some(23 | 24) => "fd_limit".into(),
-            _ => format!("io: {e}"),
-        },
-    }
-}
 
 struct Outcome {
     result: Result<StdStream, Failure>,
@@ -253,52 +213,8 @@ async fn handshake_inner(
     let source = (!cfg.source_ips.is_empty())
         .then(|| cfg.source_ips[(index % cfg.source_ips.len() as u64) as usize])
         .filter(|ip| ip.is_ipv4() == target.is_ipv4());
-    let socket = client_socket(source, target).map_err(Failure::Io)?;
-    let mut stream = socket.connect(target).await.map_err(Failure::Io)?;
-    *tcp_us = Some(t0.elapsed().as_micros() as u64);
-
     let client_id = format!("{}{index}", cfg.client_id_prefix);
-    let packet = mqtt::encode_connect(&cfg.connect, &client_id);
-    stream.write_all(&packet).await.map_err(Failure::Io)?;
-
-    // Fixed header: type byte, then the remaining length (1–4 bytes).
-    let mut header = [0u8; 5];
-    stream
-        .read_exact(&mut header[..2])
-        .await
-        .map_err(Failure::Io)?;
-    let mut have = 2;
-    let remaining = loop {
-        match mqtt::get_varint(&header[1..have]) {
-            Varint::Done(len, _) => break len,
-            Varint::Malformed => return Err(Failure::Protocol("bad remaining length")),
-            Varint::Incomplete => {
-                stream
-                    .read_exact(&mut header[have..=have])
-                    .await
-                    .map_err(Failure::Io)?;
-                have += 1;
-            }
-        }
-    };
-    match header[0] >> 4 {
-        mqtt::TYPE_CONNACK => {}
-        mqtt::TYPE_DISCONNECT => return Err(Failure::Protocol("DISCONNECT instead of CONNACK")),
-        _ => return Err(Failure::Protocol("not a CONNACK")),
-    }
-    let mut variable = [0u8; 512];
-    if !(2..=variable.len()).contains(&remaining) {
-        return Err(Failure::Protocol("CONNACK length out of range"));
-    }
-    stream
-        .read_exact(&mut variable[..remaining])
-        .await
-        .map_err(Failure::Io)?;
-    match mqtt::connack_code(&variable[..remaining]) {
-        Some(0) => {}
-        Some(code) => return Err(Failure::Code(code)),
-        None => return Err(Failure::Protocol("short CONNACK")),
-    }
+    let stream = handshake::connect(source, target, &cfg.connect, &client_id, t0, tcp_us).await?;
     // Leave the reactor: from here on the connection is a bare non-blocking fd.
     stream.into_std().map_err(Failure::Io)
 }

@@ -592,7 +592,7 @@ async fn retained_messages_are_stored_and_replayed_on_attach() {
 async fn a_recent_clear_is_a_tombstone() {
     let hub = hub();
     let now = throng_distributor::hub::unix_ms();
-    let (mut a, _) = Fake::attach_expect_interest(&hub, "a");
+    let (a, _) = Fake::attach_expect_interest(&hub, "a");
     a.forward(retained("t/1", "old", now - 2_000));
     a.forward(retained("t/1", "", now - 1_000));
 
