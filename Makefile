@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run build test test-deps lint fmt fuzz bench-idle bench-agent clean
+.PHONY: run build test test-deps lint fmt fuzz bench-idle bench-agent bench-downlink clean
 
 run: ## Build and start `throng dev` (MQTT on 127.0.0.1:1883, admin on 127.0.0.1:9090)
 	$(CARGO) run --release -p throng -- dev
@@ -31,6 +31,9 @@ bench-idle: build ## Idle memory and connect rate: one handler against Mosquitto
 
 bench-agent: build ## Agent + 2 handlers (proxy and fd hand-off) against Mosquitto, per-tier memory and CPU
 	./loadtest/cluster-bench.sh --variants mosquitto,proxy,fd
+
+bench-downlink: build ## Downlink throughput through one distributor (XADD and ingest; also the distributor alone)
+	./loadtest/downlink-bench.sh --messages 1000000 --variants redis,ingest,sink,sink-ingest
 
 clean:
 	$(CARGO) clean

@@ -335,7 +335,7 @@ for ((round = 1; round <= rounds; round++)); do
 done
 
 echo
-echo "=== summary ($devices devices, $messages messages at QoS $qos, $handoff hand-off) ==="
+echo "=== summary ($devices devices, $messages messages at QoS $qos; $handoff hand-off, sink variants have no agent or handlers) ==="
 echo "msg/s: unique messages from the first send to the last arrival; push/s: accepted by the entry point;"
 echo "drain/s: arrivals after the push ended, per second (no producer running); CPU: cores busy over the window"
 python3 - "${reports[@]}" <<'PY' || echo "(python3 failed: no summary; see the JSON reports)"

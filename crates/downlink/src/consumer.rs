@@ -362,6 +362,56 @@ impl Consumer {
         Ok(self.group_info().await?.1)
     }
 
+    /// Deletes the entries this group is done with: those older than its oldest
+    /// pending entry, or than its last delivered one when nothing is pending.
+    /// The downlink stream belongs to the distributors; without this it grows by
+    /// every message ever pushed. Approximate (`MINID ~`), so Redis trims whole
+    /// nodes only; returns the entries removed.
+    pub async fn trim_acknowledged(&self) -> Result<u64, ConsumerError> {
+        let summary: Vec<Value> = redis::cmd("XPENDING")
+            .arg(&self.cfg.stream)
+            .arg(&self.cfg.group)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let pending = summary.first().and_then(as_u64).unwrap_or(0);
+        let oldest_needed = if pending > 0 {
+            summary
+                .get(1)
+                .map(|v| String::from_utf8_lossy(&value_bytes(v)).into_owned())
+        } else {
+            self.last_delivered_id().await?
+        };
+        let Some(min_id) = oldest_needed.filter(|id| id != "0-0") else {
+            return Ok(0);
+        };
+        let removed: u64 = redis::cmd("XTRIM")
+            .arg(&self.cfg.stream)
+            .arg("MINID")
+            .arg("~")
+            .arg(&min_id)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(removed)
+    }
+
+    async fn last_delivered_id(&self) -> Result<Option<String>, ConsumerError> {
+        let groups: Vec<Value> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.cfg.stream)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        for g in groups {
+            let pairs =
+                kv_pairs(&g).ok_or_else(|| protocol("XINFO GROUPS", "group is not a map"))?;
+            let get = |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+            if get("name").is_some_and(|n| value_bytes(n).as_ref() == self.cfg.group.as_bytes()) {
+                return Ok(get("last-delivered-id")
+                    .map(|v| String::from_utf8_lossy(&value_bytes(v)).into_owned()));
+            }
+        }
+        Ok(None)
+    }
+
     /// `(lag, pending)` of this group in one XINFO GROUPS call.
     pub async fn group_info(&self) -> Result<(Option<u64>, u64), ConsumerError> {
         let groups: Vec<Value> = redis::cmd("XINFO")

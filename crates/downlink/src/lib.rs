@@ -46,6 +46,11 @@
 //! than lost. The group is created at `0` in the first place too: entries
 //! added before any distributor ever ran are delivered, not skipped.
 //!
+//! The stream belongs to the distributors: they trim the entries their group
+//! has acknowledged (`XTRIM MINID ~` below the oldest pending entry, about every
+//! 10 s), so backends need not trim it; another consumer group reading the same
+//! stream would lose entries to that trimming.
+//!
 //! # Uplink entry format (what backends read)
 //!
 //! Handlers copy device publishes whose topic matches a configured uplink filter

@@ -353,3 +353,48 @@ async fn entries_added_before_the_group_existed_are_delivered() {
     let payloads: Vec<&[u8]> = got.iter().map(|d| &d.message.payload[..]).collect();
     assert_eq!(payloads, [&b"early"[..], &b"late"[..]]);
 }
+
+/// Acknowledged entries are trimmed; pending ones (and everything after the
+/// oldest pending one) stay.
+#[tokio::test]
+async fn trimming_keeps_what_is_still_pending() {
+    let redis = RedisServer::start().await;
+    let consumer = Consumer::connect(redis.client(), config("d-1"))
+        .await
+        .unwrap();
+    let mut conn = redis.conn().await;
+    // Small nodes, so that the approximate trim removes whole nodes in a test.
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg("10")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for i in 0..100 {
+        xadd(
+            &mut conn,
+            &[("client", b"c"), ("payload", format!("{i}").as_bytes())],
+        )
+        .await;
+    }
+    let got = read_n(&consumer, 100).await;
+    let ids: Vec<&str> = got.iter().map(|d| d.entry_id.as_str()).collect();
+    // The first 50 acknowledged, the rest still pending.
+    consumer.ack(&ids[..50]).await.unwrap();
+    let removed = consumer.trim_acknowledged().await.unwrap();
+    assert!((40..=50).contains(&removed), "removed {removed}");
+    let left: u64 = conn.xlen(STREAM).await.unwrap();
+    assert_eq!(left, 100 - removed);
+    // Everything pending is still there.
+    let range: StreamRangeReply = conn.xrange(STREAM, ids[50], "+").await.unwrap();
+    assert_eq!(range.ids.len(), 50);
+
+    consumer.ack(&ids[50..]).await.unwrap();
+    let removed_more = consumer.trim_acknowledged().await.unwrap();
+    let left: u64 = conn.xlen(STREAM).await.unwrap();
+    assert!(
+        left <= 10,
+        "{left} left after acking everything ({removed_more} removed)"
+    );
+}

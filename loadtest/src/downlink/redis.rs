@@ -281,7 +281,7 @@ mod tests {
         let replies = b"$3\r\n1-0\r\n-ERR no\r\n+OK\r\n$15\r\n1700000000000-";
         let (mut count, mut errors) = (0, Default::default());
         let used = parse_replies(replies, &mut count, &mut errors).unwrap();
-        assert_eq!((count, used), (3, 22));
+        assert_eq!((count, used), (3, 23));
         assert_eq!(errors.get("ERR no"), Some(&1));
     }
 }

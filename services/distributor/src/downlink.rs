@@ -439,7 +439,11 @@ async fn flush_acks(
     }
 }
 
-/// Keeps the lag, pending and dead-letter metrics current until `done`.
+/// Acknowledged entries are trimmed from the stream every this many metric ticks.
+const TRIM_EVERY_TICKS: u64 = 10;
+
+/// Keeps the lag, pending and dead-letter metrics current, and the stream
+/// trimmed of acknowledged entries, until `done`.
 async fn report(hub: Arc<Hub>, consumer: Arc<Consumer>, done: CancellationToken) {
     let metrics = hub.metrics();
     let mut reported = 0;
@@ -450,12 +454,23 @@ async fn report(hub: Arc<Hub>, consumer: Arc<Consumer>, done: CancellationToken)
     };
     let mut tick = tokio::time::interval(METRICS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             () = done.cancelled() => break,
             _ = tick.tick() => {}
         }
         sync_dead_letters();
+        ticks += 1;
+        if ticks % TRIM_EVERY_TICKS == 0 {
+            match consumer.trim_acknowledged().await {
+                Ok(removed) if removed > 0 => {
+                    tracing::debug!(removed, "trimmed acknowledged downlink entries")
+                }
+                Ok(_) => {}
+                Err(err) => tracing::debug!(error = %err, "downlink trim failed"),
+            }
+        }
         let info = tokio::select! {
             () = done.cancelled() => break,
             info = consumer.group_info() => info,
