@@ -462,7 +462,7 @@ async fn report(hub: Arc<Hub>, consumer: Arc<Consumer>, done: CancellationToken)
         }
         sync_dead_letters();
         ticks += 1;
-        if ticks % TRIM_EVERY_TICKS == 0 {
+        if ticks.is_multiple_of(TRIM_EVERY_TICKS) {
             match consumer.trim_acknowledged().await {
                 Ok(removed) if removed > 0 => {
                     tracing::debug!(removed, "trimmed acknowledged downlink entries")
