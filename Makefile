@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run build test test-deps lint fmt fuzz bench-idle bench-agent bench-downlink clean
+.PHONY: run build test test-deps lint fmt fuzz bench bench-quick bench-idle bench-agent bench-downlink clean
 
 run: ## Build and start `throng dev` (MQTT on 127.0.0.1:1883, admin on 127.0.0.1:9090)
 	$(CARGO) run --release -p throng -- dev
@@ -25,6 +25,12 @@ fmt:
 
 fuzz: ## Run each fuzz target for 60 s (needs cargo-fuzz and a nightly toolchain)
 	cd fuzz && for t in codec proxy_header handoff_frame; do cargo fuzz run $$t -- -max_total_time=60 || exit 1; done
+
+bench: ## Every standard scenario against throng and Mosquitto, writes BENCHMARKS.md (under 30 minutes)
+	./loadtest/bench.sh --write
+
+bench-quick: ## Smoke run of every scenario with small counts (under 3 minutes): no losses allowed
+	./loadtest/bench.sh --quick
 
 bench-idle: build ## Idle memory and connect rate: one handler against Mosquitto, same host, same run
 	./loadtest/idle-bench.sh --compare --throng "$(CURDIR)/target/release/throng handler --id h0 --mqtt-listen 127.0.0.1:{port}"

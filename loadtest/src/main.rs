@@ -10,6 +10,8 @@ mod hist;
 mod mqtt;
 mod net;
 mod procfs;
+mod progress;
+mod pubsub;
 mod report;
 mod workers;
 
@@ -28,11 +30,19 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Connection storm: open N connections as fast as allowed, optionally hold them idle.
+    /// Connection storm: open N connections at a rate or with K handshakes in
+    /// flight; connects/s over time, CONNACK latency, failures by cause.
     Connect(Box<connect::ConnectArgs>),
+    /// Connection storm, then hold every connection open for a duration,
+    /// answering keepalives; how many stayed up, closes by cause, memory per
+    /// connection (broker tiers, load tool, kernel).
+    Hold(Box<connect::HoldArgs>),
     /// Downlink throughput: connect N devices, push M messages for them through
     /// Redis or the ingest API, measure what arrives.
     Downlink(Box<downlink::DownlinkArgs>),
+    /// Publish/subscribe: P publishers and S subscribers (fan-out, fan-in or
+    /// one-to-one) at QoS 0/1/2; messages/s, end-to-end latency, losses.
+    Pubsub(Box<pubsub::PubsubArgs>),
     /// Internal: a worker process of a scenario (reads its config from stdin).
     #[command(hide = true)]
     Worker {
@@ -45,15 +55,19 @@ enum Command {
 enum WorkerScenario {
     Connect,
     Downlink,
+    Pubsub,
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Connect(args) => connect::run(*args),
+        Command::Connect(args) => connect::run_connect(*args),
+        Command::Hold(args) => connect::run_hold(*args),
         Command::Downlink(args) => downlink::run(*args),
+        Command::Pubsub(args) => pubsub::run(*args),
         Command::Worker { scenario } => match scenario {
             WorkerScenario::Connect => connect::worker::run(),
             WorkerScenario::Downlink => downlink::worker::run(),
+            WorkerScenario::Pubsub => pubsub::worker::run(),
         },
     }
 }

@@ -1,8 +1,10 @@
 //! The few MQTT packets the load tool needs, hand-encoded.
 //!
-//! Only what a load generator sends (CONNECT, PINGREQ, PUBACK, DISCONNECT) and
-//! what it reads (CONNACK, PUBLISH) live here; the broker's codec is not used
-//! on purpose, so a codec bug cannot hide behind a matching encoder.
+//! Only what a load generator sends (CONNECT, SUBSCRIBE, PUBLISH, the QoS 1/2
+//! acknowledgements, PINGREQ, DISCONNECT) and what it reads (CONNACK and its
+//! MQTT 5 properties, SUBACK, PUBLISH, the acknowledgements) live here; the
+//! broker's codec is not used on purpose, so a codec bug cannot hide behind a
+//! matching encoder.
 
 /// MQTT protocol level: 4 = 3.1.1, 5 = 5.0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -46,6 +48,11 @@ pub const DISCONNECT: [u8; 2] = [0xE0, 0x00];
 
 pub const TYPE_CONNACK: u8 = 2;
 pub const TYPE_PUBLISH: u8 = 3;
+pub const TYPE_PUBACK: u8 = 4;
+pub const TYPE_PUBREC: u8 = 5;
+pub const TYPE_PUBREL: u8 = 6;
+pub const TYPE_PUBCOMP: u8 = 7;
+pub const TYPE_SUBACK: u8 = 9;
 pub const TYPE_PINGRESP: u8 = 13;
 pub const TYPE_DISCONNECT: u8 = 14;
 
@@ -53,6 +60,178 @@ pub const TYPE_DISCONNECT: u8 = 14;
 pub fn puback(packet_id: u16) -> [u8; 4] {
     let [hi, lo] = packet_id.to_be_bytes();
     [0x40, 0x02, hi, lo]
+}
+
+/// A PUBREC for `packet_id` (QoS 2, receiver side, step 1).
+pub fn pubrec(packet_id: u16) -> [u8; 4] {
+    let [hi, lo] = packet_id.to_be_bytes();
+    [0x50, 0x02, hi, lo]
+}
+
+/// A PUBREL for `packet_id` (QoS 2, sender side; flags 0b0010 are mandatory).
+pub fn pubrel(packet_id: u16) -> [u8; 4] {
+    let [hi, lo] = packet_id.to_be_bytes();
+    [0x62, 0x02, hi, lo]
+}
+
+/// A PUBCOMP for `packet_id` (QoS 2, receiver side, step 2).
+pub fn pubcomp(packet_id: u16) -> [u8; 4] {
+    let [hi, lo] = packet_id.to_be_bytes();
+    [0x70, 0x02, hi, lo]
+}
+
+/// Packet id and reason code of a PUBACK, PUBREC, PUBREL or PUBCOMP from its
+/// variable header (reason 0 when left out, as 3.1.1 always does).
+pub fn parse_ack(body: &[u8]) -> Option<(u16, u8)> {
+    let id = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    Some((id, body.get(2).copied().unwrap_or(0)))
+}
+
+/// Encodes a SUBSCRIBE of one filter at `qos` (MQTT 5: no properties, default options).
+pub fn encode_subscribe(protocol: Protocol, packet_id: u16, filter: &str, qos: u8) -> Vec<u8> {
+    let mut body = Vec::with_capacity(8 + filter.len());
+    body.extend_from_slice(&packet_id.to_be_bytes());
+    if protocol == Protocol::V5 {
+        body.push(0);
+    }
+    put_str(&mut body, filter.as_bytes());
+    body.push(qos & 0x03);
+    let mut pkt = Vec::with_capacity(body.len() + 5);
+    pkt.push(0x82);
+    put_varint(&mut pkt, body.len());
+    pkt.extend_from_slice(&body);
+    pkt
+}
+
+/// Packet id and return / reason codes of a SUBACK's variable header + payload
+/// (0–2: granted QoS; 0x80 and up: refused).
+pub fn parse_suback(body: &[u8], protocol: Protocol) -> Result<(u16, &[u8]), &'static str> {
+    let short = "short SUBACK";
+    let id = u16::from_be_bytes([*body.first().ok_or(short)?, *body.get(1).ok_or(short)?]);
+    let mut at = 2;
+    if protocol == Protocol::V5 {
+        match get_varint(body.get(at..).ok_or(short)?) {
+            Varint::Done(props, n) => at += n + props,
+            _ => return Err("bad SUBACK properties length"),
+        }
+    }
+    let codes = body.get(at..).ok_or(short)?;
+    if codes.is_empty() {
+        return Err("SUBACK without return codes");
+    }
+    Ok((id, codes))
+}
+
+/// Appends a complete PUBLISH (MQTT 5: no properties). `packet_id` is used for QoS 1 and 2.
+pub fn put_publish(
+    out: &mut Vec<u8>,
+    protocol: Protocol,
+    topic: &[u8],
+    qos: u8,
+    packet_id: u16,
+    payload: &[u8],
+) {
+    let mut remaining = 2 + topic.len() + payload.len();
+    if qos > 0 {
+        remaining += 2;
+    }
+    if protocol == Protocol::V5 {
+        remaining += 1;
+    }
+    out.push(0x30 | ((qos & 0x03) << 1));
+    put_varint(out, remaining);
+    put_str(out, topic);
+    if qos > 0 {
+        out.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    if protocol == Protocol::V5 {
+        out.push(0);
+    }
+    out.extend_from_slice(payload);
+}
+
+/// The CONNACK properties (MQTT 5) a client has to obey.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnackProperties {
+    /// QoS 1 and 2 PUBLISHes the server accepts unacknowledged (default 65,535).
+    pub receive_maximum: Option<u16>,
+    /// Highest QoS the server supports (default 2).
+    pub maximum_qos: Option<u8>,
+    /// Keep-alive the server imposes instead of the client's.
+    pub server_keep_alive: Option<u16>,
+    /// Largest packet the server accepts.
+    pub maximum_packet_size: Option<u32>,
+}
+
+/// Reads the properties of an MQTT 5 CONNACK's variable header (flags, reason
+/// code, properties); unknown property identifiers are malformed.
+pub fn connack_properties(variable: &[u8]) -> Result<ConnackProperties, &'static str> {
+    let Varint::Done(len, n) = get_varint(variable.get(2..).ok_or("short CONNACK")?) else {
+        return Err("bad CONNACK properties length");
+    };
+    let props = variable
+        .get(2 + n..2 + n + len)
+        .ok_or("CONNACK properties overrun")?;
+    let mut out = ConnackProperties::default();
+    let mut at = 0;
+    while at < props.len() {
+        let id = props[at];
+        at += 1;
+        let rest = &props[at..];
+        let short = "short CONNACK property";
+        let u16_at = |r: &[u8]| -> Result<u16, &'static str> {
+            Ok(u16::from_be_bytes([
+                *r.first().ok_or(short)?,
+                *r.get(1).ok_or(short)?,
+            ]))
+        };
+        at += match id {
+            // Byte properties.
+            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => {
+                let v = *rest.first().ok_or(short)?;
+                if id == 0x24 {
+                    out.maximum_qos = Some(v);
+                }
+                1
+            }
+            // Two byte integers.
+            0x13 | 0x21 | 0x22 | 0x23 => {
+                let v = u16_at(rest)?;
+                match id {
+                    0x13 => out.server_keep_alive = Some(v),
+                    0x21 => out.receive_maximum = Some(v),
+                    _ => {}
+                }
+                2
+            }
+            // Four byte integers.
+            0x02 | 0x11 | 0x18 | 0x27 => {
+                let b = rest.get(..4).ok_or(short)?;
+                if id == 0x27 {
+                    out.maximum_packet_size = Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                }
+                4
+            }
+            0x0B => match get_varint(rest) {
+                Varint::Done(_, n) => n,
+                _ => return Err(short),
+            },
+            // UTF-8 strings and binary data.
+            0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => {
+                2 + usize::from(u16_at(rest)?)
+            }
+            // User property: a string pair.
+            0x26 => {
+                let k = 2 + usize::from(u16_at(rest)?);
+                k + 2 + usize::from(u16_at(rest.get(k..).ok_or(short)?)?)
+            }
+            _ => return Err("unknown CONNACK property"),
+        };
+        if at > props.len() {
+            return Err("CONNACK property overrun");
+        }
+    }
+    Ok(out)
 }
 
 /// Where the first complete packet in `buf` lies.
@@ -311,6 +490,75 @@ mod tests {
         );
         assert!(parse_publish(0x32, &[0, 5, b'a'], Protocol::V311).is_err());
         assert_eq!(puback(0x0102), [0x40, 2, 1, 2]);
+    }
+
+    #[test]
+    fn qos2_acks_and_subscribe() {
+        assert_eq!(pubrec(0x0102), [0x50, 2, 1, 2]);
+        assert_eq!(pubrel(7), [0x62, 2, 0, 7]);
+        assert_eq!(pubcomp(7), [0x70, 2, 0, 7]);
+        assert_eq!(parse_ack(&[0, 9]), Some((9, 0)));
+        assert_eq!(parse_ack(&[0, 9, 0x10, 0]), Some((9, 0x10)));
+        assert_eq!(parse_ack(&[0]), None);
+        assert_eq!(
+            encode_subscribe(Protocol::V311, 1, "a/+", 1),
+            vec![0x82, 8, 0, 1, 0, 3, b'a', b'/', b'+', 1]
+        );
+        assert_eq!(
+            encode_subscribe(Protocol::V5, 1, "t", 2),
+            vec![0x82, 7, 0, 1, 0, 0, 1, b't', 2]
+        );
+        assert_eq!(
+            parse_suback(&[0, 1, 2], Protocol::V311),
+            Ok((1, &[2u8][..]))
+        );
+        assert_eq!(
+            parse_suback(&[0, 1, 3, 0x1F, 0, 0, 0x80], Protocol::V5),
+            Ok((1, &[0x80u8][..]))
+        );
+        assert!(parse_suback(&[0, 1], Protocol::V311).is_err());
+    }
+
+    #[test]
+    fn publish_roundtrip() {
+        for protocol in [Protocol::V311, Protocol::V5] {
+            for qos in 0..=2 {
+                let mut out = vec![0xAA];
+                put_publish(&mut out, protocol, b"a/b", qos, 513, b"xyz");
+                let f = next_frame(&out[1..]).unwrap().unwrap();
+                assert_eq!(f.len, out.len() - 1);
+                let p = parse_publish(f.first, &out[1 + f.body..1 + f.len], protocol).unwrap();
+                assert_eq!(p.qos, qos);
+                assert_eq!(p.topic, b"a/b");
+                assert_eq!(p.packet_id, (qos > 0).then_some(513));
+                assert_eq!(p.payload, b"xyz");
+            }
+        }
+    }
+
+    #[test]
+    fn connack_props() {
+        // flags, code, props: receive max 20, max QoS 1, user property ("k","v"),
+        // assigned client id "c", server keep alive 30, max packet size 1024.
+        let v = [
+            0, 0, 24, 0x21, 0, 20, 0x24, 1, 0x26, 0, 1, b'k', 0, 1, b'v', 0x12, 0, 1, b'c', 0x13,
+            0, 30, 0x27, 0, 0, 4, 0,
+        ];
+        assert_eq!(
+            connack_properties(&v),
+            Ok(ConnackProperties {
+                receive_maximum: Some(20),
+                maximum_qos: Some(1),
+                server_keep_alive: Some(30),
+                maximum_packet_size: Some(1024),
+            })
+        );
+        assert_eq!(
+            connack_properties(&[0, 0, 0]),
+            Ok(ConnackProperties::default())
+        );
+        assert!(connack_properties(&[0, 0, 2, 0x21, 0]).is_err());
+        assert!(connack_properties(&[0, 0, 1, 0x7F]).is_err());
     }
 
     #[test]

@@ -32,7 +32,8 @@ pub struct WorkerConfig {
     pub start_at_unix_ms: u64,
     /// Tokio worker threads.
     pub threads: usize,
-    /// PINGREQ sweep period during the hold, milliseconds (0: no pings).
+    /// PINGREQ period of every held connection, milliseconds (0: no pings). Pings
+    /// start as soon as a connection is up, while the others still connect.
     pub ping_every_ms: u64,
 }
 
@@ -43,14 +44,28 @@ pub const CMD_FINISH: &str = "finish";
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerMsg {
-    /// Cumulative counts, about once a second while connecting.
-    Progress { ok: u64, failed: u64 },
+    /// Cumulative counts, about once a second, while connecting and holding.
+    Progress(Progress),
     /// Every handshake of this worker has finished (success or failure).
     Connected(Box<ConnectedReport>),
     /// After the parent's `finish`: how many connections stayed up.
     Held(HeldReport),
     /// The worker cannot go on.
     Error { message: String },
+}
+
+/// A worker's counts so far.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Progress {
+    /// Handshakes that succeeded / failed.
+    pub ok: u64,
+    pub failed: u64,
+    /// Connections up now (succeeded minus closed by the broker since).
+    pub up: u64,
+    /// Connections the broker closed after their CONNACK.
+    pub closed: u64,
+    pub pings_sent: u64,
+    pub pongs: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -66,6 +81,8 @@ pub struct ConnectedReport {
     pub completion: LatencyWire,
     /// Successful handshakes completed in each second since the shared start.
     pub timeline: Vec<u64>,
+    /// Failed handshakes in each second since the shared start.
+    pub failed_timeline: Vec<u64>,
     /// Time of the last finished handshake since the shared start, µs.
     pub last_done_us: u64,
     /// This worker's resident memory before connecting and when all were connected, bytes.
@@ -79,10 +96,22 @@ pub struct ConnectedReport {
 pub struct HeldReport {
     /// Connections still up at the end of the hold.
     pub alive: u64,
-    /// Connections lost during the hold, by cause.
-    pub lost: BTreeMap<String, u64>,
+    /// Connections the broker closed after their CONNACK while the others were
+    /// still connecting, by cause (`eof`, `reset`, `disconnect_0x8d`, …).
+    pub closed_while_connecting: BTreeMap<String, u64>,
+    /// The same, after every handshake had finished.
+    pub closed_during_hold: BTreeMap<String, u64>,
     pub pings_sent: u64,
     pub pongs: u64,
-    /// This worker's resident memory at the end of the hold, bytes.
+    /// PINGREQs not sent because a socket's send buffer was full.
+    pub pings_blocked: u64,
+    /// Packets other than PINGRESP and DISCONNECT received while holding.
+    pub other_packets: u64,
+    /// Longest a connection went without a PINGREQ, milliseconds.
+    pub max_ping_gap_ms: u64,
+    /// This worker's resident memory at the end of the hold, and its peak, bytes.
     pub rss_held: u64,
+    pub rss_peak: u64,
+    /// This worker's CPU time from all connected to the end of the hold, µs.
+    pub cpu_held_us: u64,
 }

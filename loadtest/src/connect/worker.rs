@@ -1,22 +1,27 @@
-//! The `connect` worker: opens its share of connections, holds them, reports.
+//! The `connect` / `hold` worker: opens its share of connections, keeps them
+//! alive, reports.
 //!
 //! Once its CONNACK has arrived a connection costs only its file descriptor: the
 //! tokio stream is turned back into a non-blocking std socket (deregistered from
-//! the reactor) and kept in a plain `Vec`. No task, timer or buffer remains per
-//! connection; one sweep per worker sends PINGREQs and drains replies.
+//! the reactor) and handed to [`Held`]. No task, timer or buffer remains per
+//! connection; one timer wheel per worker sends the PINGREQs, from the first
+//! connection on (a long storm would otherwise outlast the keepalive of its
+//! earliest connections), and drains the replies.
 
-use std::io::{self, BufRead, ErrorKind, Read, Write};
+use std::io::{self, BufRead};
 use std::net::TcpStream as StdStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::MissedTickBehavior;
 
-use super::msg::{CMD_FINISH, ConnectedReport, HeldReport, WorkerConfig, WorkerMsg};
-use crate::handshake::{self, Failure, io_key};
+use super::held::Held;
+use super::host;
+use super::msg::{CMD_FINISH, ConnectedReport, HeldReport, Progress, WorkerConfig, WorkerMsg};
+use crate::handshake::{self, Failure};
 use crate::hist::Latency;
-use crate::mqtt;
 use crate::procfs;
 use crate::workers::emit;
 
@@ -94,9 +99,19 @@ async fn run_async(
     let start = Instant::now();
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
-    tokio::spawn(launch(cfg.clone(), start, tx));
+    let launcher = tokio::spawn(launch(cfg.clone(), start, tx));
 
-    let mut conns: Vec<StdStream> = Vec::with_capacity(cfg.connections as usize);
+    let ping_every = (cfg.ping_every_ms > 0).then(|| Duration::from_millis(cfg.ping_every_ms));
+    let (mut held, tick) = Held::new(cfg.connections as usize, ping_every);
+    // Missed ticks fire at once (the default, Burst): a worker that was not
+    // scheduled for a while still visits every slot, late rather than never.
+    let mut wheel = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+    let mut progress = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
     let mut report = ConnectedReport {
         rss_before,
         ..ConnectedReport::default()
@@ -106,10 +121,6 @@ async fn run_async(
     let mut completion = Latency::new();
     let mut failed = 0u64;
     let mut last_done = start;
-    let mut progress = tokio::time::interval_at(
-        tokio::time::Instant::now() + Duration::from_secs(1),
-        Duration::from_secs(1),
-    );
     let mut finished = 0u64;
     while finished < cfg.connections {
         tokio::select! {
@@ -117,47 +128,116 @@ async fn run_async(
                 let Some(outcome) = outcome else { break };
                 finished += 1;
                 last_done = last_done.max(outcome.done);
+                let since_start = outcome.done.duration_since(start);
+                let second = since_start.as_secs() as usize;
                 match outcome.result {
                     Ok(stream) => {
-                        conns.push(stream);
+                        held.push(stream);
                         connack.record_us(outcome.total_us);
                         if let Some(us) = outcome.tcp_us {
                             tcp.record_us(us);
                         }
-                        let since_start = outcome.done.duration_since(start);
                         completion.record_us(since_start.as_micros() as u64);
-                        let second = since_start.as_secs() as usize;
-                        if report.timeline.len() <= second {
-                            report.timeline.resize(second + 1, 0);
-                        }
-                        report.timeline[second] += 1;
+                        bump(&mut report.timeline, second);
                     }
                     Err(failure) => {
                         failed += 1;
                         *report.failures.entry(failure.key()).or_default() += 1;
+                        bump(&mut report.failed_timeline, second);
                     }
                 }
             }
-            _ = progress.tick() => {
-                emit(&WorkerMsg::Progress { ok: conns.len() as u64, failed });
+            _ = wheel.tick() => held.tick(),
+            _ = progress.tick() => emit(&progress_msg(&held, report.timeline.iter().sum(), failed)),
+            cmd = cmd_rx.recv() => {
+                // Only a parent that gave up says `finish` (or goes away) this early.
+                if matches!(cmd.as_deref(), Some(CMD_FINISH) | None) {
+                    launcher.abort();
+                    held.disconnect_all();
+                    return Ok(());
+                }
             }
         }
     }
-    conns.shrink_to_fit();
-    report.ok = conns.len() as u64;
+    report.ok = report.timeline.iter().sum();
     report.connack_latency = connack.to_wire();
     report.tcp_latency = tcp.to_wire();
     report.completion = completion.to_wire();
     report.last_done_us = last_done.duration_since(start).as_micros() as u64;
     drop((connack, tcp, completion));
     report.rss_connected = procfs::rss_bytes("self").unwrap_or(0);
-    report.cpu_us = procfs::cpu_us("self")
-        .unwrap_or(0)
-        .saturating_sub(cpu_before);
+    let cpu_connected = procfs::cpu_us("self").unwrap_or(0);
+    report.cpu_us = cpu_connected.saturating_sub(cpu_before);
+    let ok = report.ok;
     emit(&WorkerMsg::Connected(Box::new(report)));
 
-    hold(&cfg, conns, &mut cmd_rx).await;
+    // The hold: the same wheel keeps turning until the parent says `finish`.
+    let closed_while_connecting = std::mem::take(&mut held.counts.closed);
+    loop {
+        tokio::select! {
+            cmd = cmd_rx.recv() => {
+                match cmd.as_deref() {
+                    Some(CMD_FINISH) | None => break,
+                    Some(other) => eprintln!("worker {}: unknown command {other:?}", cfg.worker),
+                }
+            }
+            _ = wheel.tick() => held.tick(),
+            _ = progress.tick() => emit(&progress_msg(&held, ok, failed)),
+        }
+    }
+    let cpu_held_us = procfs::cpu_us("self")
+        .unwrap_or(0)
+        .saturating_sub(cpu_connected);
+    finish(&mut held).await;
+    let counts = &held.counts;
+    emit(&WorkerMsg::Held(HeldReport {
+        alive: held.up(),
+        closed_while_connecting,
+        closed_during_hold: counts.closed.clone(),
+        pings_sent: counts.pings_sent,
+        pongs: counts.pongs,
+        pings_blocked: counts.pings_blocked,
+        other_packets: counts.other_packets,
+        max_ping_gap_ms: counts.max_ping_gap_ms,
+        rss_held: procfs::rss_bytes("self").unwrap_or(0),
+        rss_peak: host::peak_rss_self(),
+        cpu_held_us,
+    }));
+    held.disconnect_all();
     Ok(())
+}
+
+/// Final passes without pinging: counts what closed since the last visit and
+/// gives the last PINGREQs up to a second for their PINGRESP.
+async fn finish(held: &mut Held) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        held.check_all();
+        let c = &held.counts;
+        if c.pongs >= c.pings_sent || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn progress_msg(held: &Held, ok: u64, failed: u64) -> WorkerMsg {
+    WorkerMsg::Progress(Progress {
+        ok,
+        failed,
+        up: held.up(),
+        closed: ok - held.up(),
+        pings_sent: held.counts.pings_sent,
+        pongs: held.counts.pongs,
+    })
+}
+
+/// Adds one to `series[second]`, growing it as needed.
+fn bump(series: &mut Vec<u64>, second: usize) {
+    if series.len() <= second {
+        series.resize(second + 1, 0);
+    }
+    series[second] += 1;
 }
 
 /// Starts the handshakes, paced by the in-flight limit or the rate.
@@ -217,77 +297,4 @@ async fn handshake_inner(
     let stream = handshake::connect(source, target, &cfg.connect, &client_id, t0, tcp_us).await?;
     // Leave the reactor: from here on the connection is a bare non-blocking fd.
     stream.into_std().map_err(Failure::Io)
-}
-
-/// Keeps the connections open until the parent says `finish`, pinging from one sweep.
-async fn hold(
-    cfg: &WorkerConfig,
-    conns: Vec<StdStream>,
-    cmd_rx: &mut mpsc::UnboundedReceiver<String>,
-) {
-    let mut slots: Vec<Option<StdStream>> = conns.into_iter().map(Some).collect();
-    let mut report = HeldReport::default();
-    let period = Duration::from_millis(cfg.ping_every_ms.max(1));
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    loop {
-        tokio::select! {
-            cmd = cmd_rx.recv() => {
-                match cmd.as_deref() {
-                    Some(CMD_FINISH) | None => break,
-                    Some(other) => eprintln!("worker {}: unknown command {other:?}", cfg.worker),
-                }
-            }
-            _ = ping.tick(), if cfg.ping_every_ms > 0 => {
-                sweep(&mut slots, true, &mut report);
-            }
-        }
-    }
-    // Final check: what is still up, without sending anything.
-    sweep(&mut slots, false, &mut report);
-    report.alive = slots.iter().flatten().count() as u64;
-    report.rss_held = procfs::rss_bytes("self").unwrap_or(0);
-    emit(&WorkerMsg::Held(report));
-    for stream in slots.iter().flatten() {
-        let _ = (&*stream).write(&mqtt::DISCONNECT);
-    }
-}
-
-/// One pass over all connections: optionally sends PINGREQ, then drains whatever
-/// arrived (PINGRESPs) and drops connections the broker closed.
-fn sweep(slots: &mut [Option<StdStream>], send_ping: bool, report: &mut HeldReport) {
-    let mut buf = [0u8; 64];
-    for slot in slots.iter_mut() {
-        let Some(stream) = slot.as_ref() else {
-            continue;
-        };
-        let mut lost: Option<String> = None;
-        if send_ping {
-            match (&*stream).write(&mqtt::PINGREQ) {
-                Ok(_) => report.pings_sent += 1,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => lost = Some(io_key(&e)),
-            }
-        }
-        while lost.is_none() {
-            match (&*stream).read(&mut buf) {
-                Ok(0) => lost = Some("closed_by_broker".into()),
-                Ok(n) => {
-                    // Replies are PINGRESPs (D0 00); a DISCONNECT (E0 ..) ends the connection.
-                    if buf[0] >> 4 == mqtt::TYPE_DISCONNECT {
-                        lost = Some("disconnect_by_broker".into());
-                    } else {
-                        report.pongs +=
-                            buf[..n].chunks(2).filter(|c| *c == mqtt::PINGRESP).count() as u64;
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => lost = Some(io_key(&e)),
-            }
-        }
-        if let Some(cause) = lost {
-            *report.lost.entry(cause).or_default() += 1;
-            *slot = None;
-        }
-    }
 }
