@@ -114,6 +114,12 @@ impl Progress {
         eprintln!("{text}");
     }
 
+    /// A line that stays and is written even when quiet (something went wrong).
+    pub fn warn(&mut self, text: &str) {
+        self.clear();
+        eprintln!("{text}");
+    }
+
     /// Removes the live line (before the final table).
     pub fn clear(&mut self) {
         if self.drawn {

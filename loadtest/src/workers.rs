@@ -86,6 +86,22 @@ impl<M: DeserializeOwned + Send + 'static> WorkerSet<M> {
         self.rx.recv_timeout(timeout).ok()
     }
 
+    /// How worker `index` ended ("exit status: 1", "signal: 9 (SIGKILL)"), waiting
+    /// up to a second for it; for the message when its stdout closed too early.
+    pub fn exit_of(&mut self, index: usize) -> String {
+        let Some(worker) = self.workers.get_mut(index) else {
+            return "unknown worker".into();
+        };
+        for _ in 0..100 {
+            match worker.child.try_wait() {
+                Ok(Some(status)) => return status.to_string(),
+                Ok(None) => thread::sleep(Duration::from_millis(10)),
+                Err(e) => return format!("unknown ({e})"),
+            }
+        }
+        "still running, stdout closed".into()
+    }
+
     /// Sends a command line to every worker.
     pub fn broadcast(&mut self, command: &str) -> anyhow::Result<()> {
         for (index, worker) in self.workers.iter_mut().enumerate() {

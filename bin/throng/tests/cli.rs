@@ -62,9 +62,23 @@ fn start_dev() -> (Running, SocketAddr, SocketAddr) {
 }
 
 fn start_dev_with_grpc() -> (Running, SocketAddr, SocketAddr, SocketAddr) {
+    // A port picked free can be taken by another test's process before `throng
+    // dev` binds it (it then exits 1, "cannot listen on"): try other ports.
+    for _ in 0..5 {
+        if let Some(started) = try_start_dev() {
+            return started;
+        }
+    }
+    panic!("throng dev could not bind its ports in 5 attempts");
+}
+
+fn try_start_dev() -> Option<(Running, SocketAddr, SocketAddr, SocketAddr)> {
     let mqtt = free_addr();
     let admin = free_addr();
     let grpc = free_addr();
+    // A file, not a pipe: nobody reads a pipe while the process runs.
+    let log = tempfile::tempfile().unwrap();
+    let mut log_reader = log.try_clone().unwrap();
     let child = Command::new(THRONG)
         .args(["dev", "--mqtt-listen", &mqtt.to_string()])
         .args(["--admin-listen", &admin.to_string()])
@@ -72,7 +86,7 @@ fn start_dev_with_grpc() -> (Running, SocketAddr, SocketAddr, SocketAddr) {
         .args(["--shutdown-grace", "2s"])
         .env("THRONG_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut running = Running(child);
@@ -82,7 +96,15 @@ fn start_dev_with_grpc() -> (Running, SocketAddr, SocketAddr, SocketAddr) {
         || TcpStream::connect(grpc).is_err()
     {
         if let Some(status) = running.0.try_wait().unwrap() {
-            panic!("throng dev exited early: {status}");
+            let mut stderr = String::new();
+            use std::io::Seek;
+            let _ = log_reader.rewind();
+            let _ = log_reader.read_to_string(&mut stderr);
+            assert!(
+                stderr.contains("cannot listen on"),
+                "throng dev exited early: {status}\n{stderr}"
+            );
+            return None;
         }
         assert!(
             Instant::now() < deadline,
@@ -90,7 +112,7 @@ fn start_dev_with_grpc() -> (Running, SocketAddr, SocketAddr, SocketAddr) {
         );
         std::thread::sleep(Duration::from_millis(25));
     }
-    (running, mqtt, admin, grpc)
+    Some((running, mqtt, admin, grpc))
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {

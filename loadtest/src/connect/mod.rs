@@ -125,8 +125,8 @@ fn run(args: &StormArgs, scenario: &'static str, hold: Option<f64>) -> anyhow::R
                 }
                 Event::Msg(WorkerMsg::Error { message }) => bail!("worker {w}: {message}"),
                 Event::Msg(other) => bail!("worker {w}: unexpected {other:?} while connecting"),
-                Event::Garbage(line) => bar.note(&format!("worker {w}: {line}")),
-                Event::Closed => bail!("worker {w} exited before reporting"),
+                Event::Garbage(line) => bar.warn(&format!("worker {w}: {line}")),
+                Event::Closed => bail!("worker {w} ended before reporting: {}", set.exit_of(w)),
             }
         }
         let t = totals.sum();
@@ -186,8 +186,15 @@ fn run(args: &StormArgs, scenario: &'static str, hold: Option<f64>) -> anyhow::R
             Event::Msg(WorkerMsg::Held(report)) => held[w] = Some(report),
             Event::Msg(WorkerMsg::Error { message }) => bail!("worker {w}: {message}"),
             Event::Msg(_) => {}
-            Event::Garbage(line) => bar.note(&format!("worker {w}: {line}")),
-            Event::Closed => bail!("worker {w} exited before its final report"),
+            Event::Garbage(line) => bar.warn(&format!("worker {w}: {line}")),
+            // A worker exits once it has reported, maybe before the others have.
+            Event::Closed if held[w].is_some() => {}
+            Event::Closed => {
+                bail!(
+                    "worker {w} ended before its final report: {}",
+                    set.exit_of(w)
+                )
+            }
         }
     }
     let held: Vec<HeldReport> = held.into_iter().flatten().collect();
@@ -264,8 +271,8 @@ fn hold_for(
                 Event::Msg(WorkerMsg::Progress(p)) => totals.by_worker[w] = p,
                 Event::Msg(WorkerMsg::Error { message }) => bail!("worker {w}: {message}"),
                 Event::Msg(_) => {}
-                Event::Garbage(line) => bar.note(&format!("worker {w}: {line}")),
-                Event::Closed => bail!("worker {w} exited during the hold"),
+                Event::Garbage(line) => bar.warn(&format!("worker {w}: {line}")),
+                Event::Closed => bail!("worker {w} ended during the hold: {}", set.exit_of(w)),
             }
         }
         let t = totals.sum();
