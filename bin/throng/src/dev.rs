@@ -23,6 +23,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         anyhow::bail!("--dev-handlers must be at least 1");
     }
     let grace = args.engine.shutdown_grace;
+    // A bad setting fails before anything binds.
+    args.engine
+        .to_config("dev-handler-0".to_owned())
+        .validate()
+        .map_err(anyhow::Error::msg)?;
     let mqtt = bind(Some(args.mqtt_listen))?.expect("address given");
     let admin = bind(Some(args.admin_listen))?.expect("address given");
     let grpc_listener = bind(Some(args.grpc_listen))?.expect("address given");
