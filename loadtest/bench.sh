@@ -8,7 +8,7 @@
 #   scale    cluster-bench.sh  the paper's experiment scaled to this host: 200,000
 #                              connections through one agent (fd) into 12 handlers
 #   held     cluster-bench.sh  as many concurrent connections as the host holds, up to
-#                              1,000,000 (fd hand-off, 20,000 per handler process)
+#                              1,000,000 (fd hand-off, ~17,000 per handler process, keepalive 300)
 #   pubsub   pubsub-bench.sh   fan-out and one-to-one at QoS 0 and 1, both brokers
 #   downlink downlink-bench.sh Redis stream → distributor → handlers → devices
 # Every figure lands in --out as JSON next to the logs; a summary table (with the
@@ -136,7 +136,7 @@ else
   want scale && run scale "$repo/loadtest/cluster-bench.sh" "${common[@]}" \
     --variants fd --handlers 12 --connections 200000 --hold 10 --in-flight 1000 --out "$out_dir/scale"
   want held && run held "$repo/loadtest/cluster-bench.sh" "${common[@]}" \
-    --variants fd --handlers 56 --connections 1000000 --hold 30 --in-flight 2000 --out "$out_dir/held"
+    --variants fd --handlers 60 --connections 1000000 --hold 30 --in-flight 2000 --keepalive 300 --out "$out_dir/held"
   want pubsub && run pubsub "$repo/loadtest/pubsub-bench.sh" "${common[@]}" --out "$out_dir/pubsub"
   want downlink && run downlink "$repo/loadtest/downlink-bench.sh" "${common[@]}" \
     --messages 500000 --variants redis,sink --out "$out_dir/downlink"
