@@ -78,7 +78,19 @@ pub struct HandlerMetrics {
     pub forwarded: Counter,
     /// Distributors this handler has an attach stream to.
     pub distributors: Gauge,
+    /// Connections closed after CONNECT, by why they closed.
+    pub disconnects: Family<ReasonLabel, Counter>,
 }
+
+/// Label values of `throng_handler_disconnects_total`.
+pub const DISCONNECT_REASONS: [&str; 6] = [
+    "client_disconnect",
+    "keepalive_timeout",
+    "protocol_error",
+    "connection_lost",
+    "taken_over",
+    "server_shutdown",
+];
 
 impl HandlerMetrics {
     pub fn register(&self, registry: &mut Registry) {
@@ -91,6 +103,9 @@ impl HandlerMetrics {
         }
         for state in ["online", "offline"] {
             self.sessions(state);
+        }
+        for reason in DISCONNECT_REASONS {
+            drop(self.disconnects.get_or_create(&ReasonLabel { reason }));
         }
         registry.register(
             "throng_handler_connections",
@@ -142,6 +157,18 @@ impl HandlerMetrics {
             "Distributors this handler is attached to",
             self.distributors.clone(),
         );
+        registry.register(
+            "throng_handler_disconnects",
+            "Connections closed after CONNECT, by reason",
+            self.disconnects.clone(),
+        );
+    }
+
+    /// Counts a closed connection; `reason` is one of `DISCONNECT_REASONS`.
+    pub fn disconnected(&self, reason: &'static str) {
+        self.disconnects
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn connect(&self, result: &'static str) {
@@ -180,5 +207,9 @@ mod tests {
             assert!(text.contains(&sample), "missing {sample} in\n{text}");
         }
         assert!(text.contains("throng_sessions{state=\"offline\"} 0"));
+        for reason in DISCONNECT_REASONS {
+            let sample = format!("throng_handler_disconnects_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&sample), "missing {sample} in\n{text}");
+        }
     }
 }

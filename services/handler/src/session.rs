@@ -64,6 +64,12 @@ impl ConnSignal {
         self.expired.load(Ordering::Acquire)
     }
 
+    /// Takes back an expiry the connection found to be false (the client was heard
+    /// from after all); the caller files the connection with the wheel again.
+    pub fn revive(&self) {
+        self.expired.store(false, Ordering::Release);
+    }
+
     /// Tells the connection its session has something to send.
     pub fn wake(&self) {
         self.woken.store(true, Ordering::Release);

@@ -190,12 +190,39 @@ impl Connection {
         if let Some(reason) = self.signal.kicked() {
             return Err(Close::Kicked(reason));
         }
-        if self.signal.expired() {
+        if self.signal.expired() && !self.heard_from_after_all()? {
             return Err(Close::KeepAliveTimeout);
         }
         let mut out = io::take_output(&mut self.pending_write);
         self.drain_session(&mut out);
         io::write_output(&self.stream, out, &mut self.pending_write).map_err(|_| Close::Lost)
+    }
+
+    /// Second look before a keepalive close. The wheel judges by the last read this
+    /// task made, and a busy handler may not have read bytes the kernel already
+    /// holds (a PINGREQ in the socket buffer, its readiness event not yet seen).
+    /// Bytes waiting count as being heard from; the readiness path reads them.
+    fn heard_from_after_all(&mut self) -> Result<bool, Close> {
+        let now = self.broker.keepalive.now_ms();
+        let heard = match self.signal.keepalive_deadline_ms() {
+            Some(deadline) if deadline > now => true,
+            _ => {
+                let mut byte = [std::mem::MaybeUninit::uninit()];
+                match socket2::SockRef::from(&self.stream).peek(&mut byte) {
+                    Ok(0) => return Err(Close::Lost),
+                    Ok(_) => {
+                        self.signal.touch(now);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        };
+        if heard {
+            self.signal.revive();
+            self.broker.keepalive.track(&self.signal);
+        }
+        Ok(heard)
     }
 
     /// Writes what the socket takes now, then refills from the session's queue.
@@ -307,6 +334,14 @@ impl Connection {
             }
         }
         tracing::debug!(?close, "connection closed");
+        self.broker.metrics.disconnected(match close {
+            Close::Disconnected(_) => "client_disconnect",
+            Close::KeepAliveTimeout => "keepalive_timeout",
+            Close::Protocol(_) => "protocol_error",
+            Close::Lost => "connection_lost",
+            Close::Kicked(reason::SERVER_SHUTTING_DOWN) => "server_shutdown",
+            Close::Kicked(_) => "taken_over",
+        });
         match close {
             // A taken-over session belongs to the new connection now; on shutdown
             // the session stays as it is.
