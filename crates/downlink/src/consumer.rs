@@ -395,6 +395,20 @@ impl Consumer {
     }
 
     async fn last_delivered_id(&self) -> Result<Option<String>, ConsumerError> {
+        Ok(self.our_group().await?.last_delivered_id)
+    }
+
+    /// `(lag, pending)` of this group in one XINFO GROUPS call.
+    pub async fn group_info(&self) -> Result<(Option<u64>, u64), ConsumerError> {
+        let group = self.our_group().await?;
+        let pending = group
+            .pending
+            .ok_or_else(|| protocol("XINFO GROUPS", "missing pending"))?;
+        Ok((group.lag, pending))
+    }
+
+    /// This group's line of XINFO GROUPS.
+    async fn our_group(&self) -> Result<GroupFields, ConsumerError> {
         let groups: Vec<Value> = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(&self.cfg.stream)
@@ -405,37 +419,23 @@ impl Consumer {
                 kv_pairs(&g).ok_or_else(|| protocol("XINFO GROUPS", "group is not a map"))?;
             let get = |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
             if get("name").is_some_and(|n| value_bytes(n).as_ref() == self.cfg.group.as_bytes()) {
-                return Ok(get("last-delivered-id")
-                    .map(|v| String::from_utf8_lossy(&value_bytes(v)).into_owned()));
+                return Ok(GroupFields {
+                    lag: get("lag").and_then(as_u64),
+                    pending: get("pending").and_then(as_u64),
+                    last_delivered_id: get("last-delivered-id")
+                        .map(|v| String::from_utf8_lossy(&value_bytes(v)).into_owned()),
+                });
             }
-        }
-        Ok(None)
-    }
-
-    /// `(lag, pending)` of this group in one XINFO GROUPS call.
-    pub async fn group_info(&self) -> Result<(Option<u64>, u64), ConsumerError> {
-        let groups: Vec<Value> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&self.cfg.stream)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        for g in groups {
-            let pairs =
-                kv_pairs(&g).ok_or_else(|| protocol("XINFO GROUPS", "group is not a map"))?;
-            let get = |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
-            let is_ours =
-                get("name").is_some_and(|n| value_bytes(n).as_ref() == self.cfg.group.as_bytes());
-            if !is_ours {
-                continue;
-            }
-            let pending = get("pending")
-                .and_then(as_u64)
-                .ok_or_else(|| protocol("XINFO GROUPS", "missing pending"))?;
-            let lag = get("lag").and_then(as_u64);
-            return Ok((lag, pending));
         }
         Err(protocol("XINFO GROUPS", "group not found"))
     }
+}
+
+/// The fields of one XINFO GROUPS entry this consumer reads.
+struct GroupFields {
+    lag: Option<u64>,
+    pending: Option<u64>,
+    last_delivered_id: Option<String>,
 }
 
 fn malformed_reason(err: &EntryError) -> String {
