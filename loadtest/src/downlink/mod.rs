@@ -326,7 +326,7 @@ pub fn run(args: DownlinkArgs) -> anyhow::Result<()> {
 
     // Phase 3: final reports.
     set.broadcast(CMD_FINISH)?;
-    let finals = collect_finals(&set, workers)?;
+    let finals = collect_finals(&mut set)?;
     set.wait()?;
 
     let mut report = Report {

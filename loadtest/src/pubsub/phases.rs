@@ -60,11 +60,7 @@ impl Collector {
             Event::Msg(WorkerMsg::Final(f)) => self.finals[w] = Some(*f),
             Event::Msg(WorkerMsg::Error { message }) => bail!("worker {w}: {message}"),
             Event::Garbage(line) => eprintln!("worker {w}: {line}"),
-            Event::Closed => {
-                if self.finals[w].is_none() {
-                    bail!("worker {w} exited before its final report");
-                }
-            }
+            Event::Closed => self.set.closed(w, self.finals[w].is_some())?,
         }
         Ok(())
     }
