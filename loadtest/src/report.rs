@@ -41,6 +41,16 @@ pub fn micros(us: u64) -> String {
     }
 }
 
+/// Counts per second as "[1s] 1,200  [2s] 980".
+pub fn per_second(timeline: &[u64]) -> String {
+    timeline
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("[{}s] {}", i + 1, count(*n)))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +65,6 @@ mod tests {
         assert_eq!(bytes(740.0 * 1.5), "1.08 KiB");
         assert_eq!(micros(850), "850 µs");
         assert_eq!(micros(12_300), "12.3 ms");
+        assert_eq!(per_second(&[1200, 980]), "[1s] 1,200  [2s] 980");
     }
 }

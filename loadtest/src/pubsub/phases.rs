@@ -13,10 +13,10 @@ use super::msg::{
 };
 use super::plan::Plan;
 use super::report::{self, End, LoadTool, ProbePhase, Report, SetupPhase};
-use super::sample::{Snapshot, Tiers};
 use super::worker::unix_us;
 use crate::hist::Latency;
 use crate::report::count;
+use crate::tiers::{Snapshot, Tiers};
 use crate::workers::{Event, WorkerSet};
 
 fn progress(args: &PubsubArgs, line: String) {
