@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::msg::Counts;
 use super::produce::PushReport;
 use crate::hist::Summary;
-use crate::report::{bytes, count, micros, per_second};
+use crate::report::{bytes, count, latency_row, micros, per_second, rate};
 use crate::tiers::{self, HostUse, TierUse};
 
 #[derive(Debug, Default, Serialize)]
@@ -132,21 +132,6 @@ impl Report {
         }
         self.problems = p;
     }
-}
-
-fn latency_row(s: &Summary) -> String {
-    format!(
-        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-        micros(s.p50_us),
-        micros(s.p90_us),
-        micros(s.p99_us),
-        micros(s.p999_us),
-        micros(s.max_us)
-    )
-}
-
-fn rate(v: f64) -> String {
-    count(v.round() as u64)
 }
 
 pub fn print_table(r: &Report) {

@@ -3,8 +3,7 @@
 use super::msg::SubscriberRow;
 use super::plan::Mode;
 use super::report::Report;
-use crate::hist::Summary;
-use crate::report::{bytes, count, micros, per_second};
+use crate::report::{bytes, count, latency_row, micros, per_second, rate};
 use crate::tiers;
 
 impl Report {
@@ -181,19 +180,4 @@ impl Report {
             format!("; worst: {}", list.join(", "))
         }
     }
-}
-
-fn latency_row(s: &Summary) -> String {
-    format!(
-        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-        micros(s.p50_us),
-        micros(s.p90_us),
-        micros(s.p99_us),
-        micros(s.p999_us),
-        micros(s.max_us)
-    )
-}
-
-fn rate(v: f64) -> String {
-    count(v.round() as u64)
 }
