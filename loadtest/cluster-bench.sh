@@ -85,14 +85,9 @@ while [[ $# -gt 0 ]]; do
 done
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-work="$(mktemp -d /tmp/cluster-bench.XXXXXX)"
-[[ -n $out_dir ]] || out_dir="$work"
-mkdir -p "$out_dir"
-out_dir="$(cd "$out_dir" && pwd)"
-bench_name=cluster-bench
 # shellcheck source=bench-lib.sh source-path=SCRIPTDIR
 source "$repo/loadtest/bench-lib.sh"
-bench_traps
+bench_init cluster-bench
 
 [[ -n $throng_bin ]] || throng_bin="$repo/target/release/throng"
 IFS=, read -r -a variant_list <<<"$variants"
@@ -127,59 +122,21 @@ done
 
 # --- one variant -------------------------------------------------------------------
 
-# http_ok URL: the URL answers 200.
-http_ok() { curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; }
-
-# Tier labels (--broker-pid LABEL=PID) and admin URLs of what start_NAME started.
+# Where the load goes and the admin URLs of what start_NAME started.
 target_port=""
-tier_args=()
 admin_urls=()
-
-add_tier() { # add_tier LABEL PID: the process and its descendants
-  local p
-  while read -r p; do tier_args+=(--broker-pid "$1=$p"); done < <(pid_tree "$2")
-}
-
-start_mosquitto() {
-  local name="$1"
-  free_port target_port
-  write_mosquitto_conf "$work/$name.conf" "$target_port"
-  start_group "$name" "$(mosquitto_bin) -c $work/$name.conf"
-  wait_ready "$name" "$group_pid" port_open "$target_port"
-  add_tier mosquitto "$group_pid"
-}
 
 # start_cluster NAME MODE: H handlers, then one agent in hand-off MODE (proxy|fd).
 start_cluster() {
-  local name="$1" mode="$2" i members=() hpids=()
-  local fd_dir="$work/$name-fd"
-  mkdir -p "$fd_dir"
-  for ((i = 0; i < handlers; i++)); do
-    local hport admin sock="$fd_dir/h$i.sock"
-    free_port hport
-    free_port admin
-    # shellcheck disable=SC2086 # --handler-args is word-split on purpose
-    start_group "$name-h$i" "$throng_bin handler --id h$i --handoff-listen 127.0.0.1:$hport --fd-handoff-listen $sock --admin-listen 127.0.0.1:$admin $handler_args"
-    hpids+=("$group_pid")
-    members+=("h$i=127.0.0.1:$hport")
-    admin_urls+=("h$i=http://127.0.0.1:$admin/metrics")
-    wait_ready "$name-h$i" "$group_pid" port_open "$hport"
-    wait_ready "$name-h$i" "$group_pid" test -S "$sock"
-    wait_ready "$name-h$i" "$group_pid" http_ok "http://127.0.0.1:$admin/readyz"
-  done
-  local admin handoff_args=""
-  free_port target_port
-  free_port admin
-  if [[ $mode == fd ]]; then handoff_args="--handoff fd --fd-handoff-dir $fd_dir"; fi
-  local list
-  list=$(IFS=,; echo "${members[*]}")
-  start_group "$name-agent" "$throng_bin agent --mqtt-listen 127.0.0.1:$target_port --handlers $list --admin-listen 127.0.0.1:$admin $handoff_args $agent_args"
-  local apid=$group_pid
-  admin_urls+=("agent=http://127.0.0.1:$admin/metrics")
-  wait_ready "$name-agent" "$apid" port_open "$target_port"
-  wait_ready "$name-agent" "$apid" http_ok "http://127.0.0.1:$admin/readyz"
-  add_tier agent "$apid"
-  for p in "${hpids[@]}"; do add_tier handlers "$p"; done
+  local name="$1" mode="$2" pid
+  plan_handlers "$name"
+  start_handlers "$name"
+  admin_urls+=("${handler_metrics[@]}")
+  start_agent "$name" "$mode"
+  admin_urls+=("agent=$agent_metrics")
+  target_port=$agent_port
+  add_tier agent "$agent_pid"
+  for pid in "${handler_pids[@]}"; do add_tier handlers "$pid"; done
 }
 
 start_dev() {
@@ -224,7 +181,7 @@ run_variant() {
   tier_args=()
   admin_urls=()
   case "$variant" in
-    mosquitto) start_mosquitto "$name" ;;
+    mosquitto) start_mosquitto "$name"; target_port=$mosquitto_port ;;
     proxy) start_cluster "$name" proxy ;;
     fd) start_cluster "$name" fd ;;
     dev) start_dev "$name" ;;

@@ -99,14 +99,9 @@ while [[ $# -gt 0 ]]; do
 done
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-work="$(mktemp -d /tmp/downlink-bench.XXXXXX)"
-[[ -n $out_dir ]] || out_dir="$work"
-mkdir -p "$out_dir"
-out_dir="$(cd "$out_dir" && pwd)"
-bench_name=downlink-bench
 # shellcheck source=bench-lib.sh source-path=SCRIPTDIR
 source "$repo/loadtest/bench-lib.sh"
-bench_traps
+bench_init downlink-bench
 
 [[ -n $throng_bin ]] || throng_bin="${CARGO_TARGET_DIR:-$repo/target}/release/throng"
 if [[ ! -x $throng_bin ]]; then
@@ -126,95 +121,34 @@ if [[ -n $perf_secs ]] && ! command -v perf >/dev/null 2>&1; then
   exit 2
 fi
 
-http_ok() { curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; }
-
-# metric_is URL NAME VALUE: the unlabelled sample NAME on URL equals VALUE.
-metric_is() {
-  curl -fsS --max-time 1 "$1" 2>/dev/null | awk -v n="$2" -v v="$3" '$1 == n && $2 == v { found = 1 } END { exit !found }'
-}
-
-# add_tier LABEL PID: the process and its descendants.
-tier_args=()
 perf_targets=()
-add_tier() {
-  local p
-  while read -r p; do tier_args+=(--broker-pid "$1=$p"); done < <(pid_tree "$2")
-}
 
 # start_cluster NAME [sink]: redis, the distributor, H handlers attached to it,
 # the agent; with `sink` only redis and the distributor (throng-load attaches as
 # the handlers). Sets redis_url, grpc_addr, target_addr, dist_pid, dist_metrics,
 # handler_ids.
 start_cluster() {
-  local name="$1" sink="${2:-}" i
+  local name="$1" sink="${2:-}" pid
   tier_args=()
-  local rport
-  free_port rport
-  start_group "$name-redis" "$(redis_bin) --port $rport --bind 127.0.0.1 --save '' --appendonly no --protected-mode no"
-  local redis_pid=$group_pid
-  wait_ready "$name-redis" "$redis_pid" port_open "$rport"
-  redis_url="redis://127.0.0.1:$rport"
-  redis_port=$rport
-
-  local hports=() members=() fd_dir="$work/$name-fd"
-  mkdir -p "$fd_dir"
-  for ((i = 0; i < handlers; i++)); do
-    local hp
-    free_port hp
-    hports+=("$hp")
-    members+=("h$i=127.0.0.1:$hp")
-  done
-  local handler_list
-  handler_list=$(IFS=,; echo "${members[*]}")
-  handler_ids=$(IFS=,; echo "${members[*]%%=*}")
-
-  local gport dadmin
-  free_port gport
-  free_port dadmin
-  grpc_addr="127.0.0.1:$gport"
-  dist_metrics="http://127.0.0.1:$dadmin/metrics"
-  # shellcheck disable=SC2086 # --distributor-args is word-split on purpose
-  start_group "$name-distributor" "$throng_bin distributor --id d0 --grpc-listen $grpc_addr --admin-listen 127.0.0.1:$dadmin --handlers $handler_list --redis-url $redis_url $distributor_args"
-  dist_pid=$group_pid
+  start_redis "$name-redis"
+  plan_handlers "$name"
+  start_distributor "$name" --redis-url "$redis_url"
   perf_targets=("distributor=$dist_pid")
-  wait_ready "$name-distributor" "$dist_pid" port_open "$gport"
-  wait_ready "$name-distributor" "$dist_pid" http_ok "http://127.0.0.1:$dadmin/readyz"
   if [[ -n $sink ]]; then
     target_addr=""
     add_tier distributor "$dist_pid"
     add_tier redis "$redis_pid"
     return
   fi
-
-  local hpids=()
-  for ((i = 0; i < handlers; i++)); do
-    local hadmin sock="$fd_dir/h$i.sock"
-    free_port hadmin
-    # shellcheck disable=SC2086 # --handler-args is word-split on purpose
-    start_group "$name-h$i" "$throng_bin handler --id h$i --handoff-listen 127.0.0.1:${hports[i]} --fd-handoff-listen $sock --admin-listen 127.0.0.1:$hadmin --distributors d0=$grpc_addr $handler_args"
-    hpids+=("$group_pid")
-    wait_ready "$name-h$i" "$group_pid" port_open "${hports[i]}"
-    wait_ready "$name-h$i" "$group_pid" test -S "$sock"
-    wait_ready "$name-h$i" "$group_pid" http_ok "http://127.0.0.1:$hadmin/readyz"
-  done
-  # Every handler attached: a message for a device is never left for a retry.
-  wait_ready "$name-distributor" "$dist_pid" metric_is "$dist_metrics" throng_distributor_handlers "$handlers"
-
-  local aport aadmin handoff_args=""
-  free_port aport
-  free_port aadmin
-  if [[ $handoff == fd ]]; then handoff_args="--handoff fd --fd-handoff-dir $fd_dir"; fi
-  # shellcheck disable=SC2086 # --agent-args is word-split on purpose
-  start_group "$name-agent" "$throng_bin agent --mqtt-listen 127.0.0.1:$aport --handlers $handler_list --admin-listen 127.0.0.1:$aadmin $handoff_args $agent_args"
-  local apid=$group_pid
-  wait_ready "$name-agent" "$apid" port_open "$aport"
-  wait_ready "$name-agent" "$apid" http_ok "http://127.0.0.1:$aadmin/readyz"
-  target_addr="127.0.0.1:$aport"
+  start_handlers "$name" --distributors "d0=$grpc_addr"
+  wait_handlers_attached "$name"
+  start_agent "$name" "$handoff"
+  target_addr="127.0.0.1:$agent_port"
 
   add_tier distributor "$dist_pid"
-  perf_targets+=("h0=${hpids[0]}")
-  for p in "${hpids[@]}"; do add_tier handlers "$p"; done
-  add_tier agent "$apid"
+  perf_targets+=("h0=${handler_pids[0]}")
+  for pid in "${handler_pids[@]}"; do add_tier handlers "$pid"; done
+  add_tier agent "$agent_pid"
   add_tier redis "$redis_pid"
 }
 

@@ -73,13 +73,9 @@ if [[ $compare == 1 && -z $throng_cmd ]]; then
 fi
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-work="$(mktemp -d /tmp/idle-bench.XXXXXX)"
-[[ -n $out_dir ]] || out_dir="$work"
-mkdir -p "$out_dir"
-bench_name=idle-bench
 # shellcheck source=bench-lib.sh source-path=SCRIPTDIR
 source "$repo/loadtest/bench-lib.sh"
-bench_traps
+bench_init idle-bench
 
 # start_broker NAME CMD: runs CMD in a new process group, waits for its port;
 # sets broker_pid.

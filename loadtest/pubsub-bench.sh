@@ -137,14 +137,9 @@ if ((quick)); then
 fi
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-work="$(mktemp -d /tmp/pubsub-bench.XXXXXX)"
-[[ -n $out_dir ]] || out_dir="$work"
-mkdir -p "$out_dir"
-out_dir="$(cd "$out_dir" && pwd)"
-bench_name=pubsub-bench
 # shellcheck source=bench-lib.sh source-path=SCRIPTDIR
 source "$repo/loadtest/bench-lib.sh"
-bench_traps
+bench_init pubsub-bench
 
 [[ -n $throng_bin ]] || throng_bin="${CARGO_TARGET_DIR:-$repo/target}/release/throng"
 IFS=, read -r -a variant_list <<<"$variants"
@@ -170,93 +165,27 @@ for c in "${case_list[@]}"; do
 done
 case "$handoff" in proxy|fd) ;; *) echo "--handoff is fd or proxy" >&2; exit 2 ;; esac
 
-http_ok() { curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; }
-
-# metric_is URL NAME VALUE: the unlabelled sample NAME on URL equals VALUE.
-metric_is() {
-  curl -fsS --max-time 1 "$1" 2>/dev/null | awk -v n="$2" -v v="$3" '$1 == n && $2 == v { found = 1 } END { exit !found }'
-}
-
-# add_tier LABEL PID: the process and its descendants.
-tier_args=()
-add_tier() {
-  local p
-  while read -r p; do tier_args+=(--broker-pid "$1=$p"); done < <(pid_tree "$2")
-}
-
-# start_mosquitto NAME: sets target, tier_args.
-start_mosquitto() {
-  local name="$1" port
-  free_port port
-  write_mosquitto_conf "$work/$name.conf" "$port"
-  if [[ -n $mosquitto_extra ]]; then printf '%s\n' "$mosquitto_extra" >>"$work/$name.conf"; fi
-  start_group "$name-mosquitto" "$(mosquitto_bin) -c $work/$name.conf"
-  local pid=$group_pid
-  wait_ready "$name-mosquitto" "$pid" port_open "$port"
-  target="127.0.0.1:$port"
-  add_tier mosquitto "$pid"
-}
-
 # start_throng NAME VARIANT: distributor, H handlers (attached), and for `agent`
 # the agent; sets target (the agent, or every handler's MQTT port), tier_args,
 # admin_urls.
 admin_urls=()
 start_throng() {
-  local name="$1" variant="$2" i
-  local hports=() mports=() members=() fd_dir="$work/$name-fd"
-  mkdir -p "$fd_dir"
-  for ((i = 0; i < handlers; i++)); do
-    local hp mp
-    free_port hp
-    free_port mp
-    hports+=("$hp")
-    mports+=("$mp")
-    members+=("h$i=127.0.0.1:$hp")
-  done
-  local handler_list
-  handler_list=$(IFS=,; echo "${members[*]}")
-
-  local gport dadmin
-  free_port gport
-  free_port dadmin
-  local dist_metrics="http://127.0.0.1:$dadmin/metrics"
-  # shellcheck disable=SC2086 # --distributor-args is word-split on purpose
-  start_group "$name-distributor" "$throng_bin distributor --id d0 --grpc-listen 127.0.0.1:$gport --admin-listen 127.0.0.1:$dadmin --handlers $handler_list $distributor_args"
-  local dist_pid=$group_pid
-  wait_ready "$name-distributor" "$dist_pid" http_ok "http://127.0.0.1:$dadmin/readyz"
+  local name="$1" variant="$2" pid
+  plan_handlers "$name"
+  start_distributor "$name"
   admin_urls=("distributor=$dist_metrics")
-
-  local hpids=()
-  for ((i = 0; i < handlers; i++)); do
-    local hadmin sock="$fd_dir/h$i.sock"
-    free_port hadmin
-    # shellcheck disable=SC2086 # --handler-args is word-split on purpose
-    start_group "$name-h$i" "$throng_bin handler --id h$i --mqtt-listen 127.0.0.1:${mports[i]} --handoff-listen 127.0.0.1:${hports[i]} --fd-handoff-listen $sock --admin-listen 127.0.0.1:$hadmin --distributors d0=127.0.0.1:$gport $handler_args"
-    hpids+=("$group_pid")
-    wait_ready "$name-h$i" "$group_pid" port_open "${mports[i]}"
-    wait_ready "$name-h$i" "$group_pid" test -S "$sock"
-    wait_ready "$name-h$i" "$group_pid" http_ok "http://127.0.0.1:$hadmin/readyz"
-    admin_urls+=("h$i=http://127.0.0.1:$hadmin/metrics")
-  done
+  start_handlers "$name" --mqtt --distributors "d0=$grpc_addr"
+  admin_urls+=("${handler_metrics[@]}")
   # Every handler attached: subscriptions propagate from the start.
-  wait_ready "$name-distributor" "$dist_pid" metric_is "$dist_metrics" throng_distributor_handlers "$handlers"
-
+  wait_handlers_attached "$name"
   if [[ $variant == agent ]]; then
-    local aport aadmin handoff_args=""
-    free_port aport
-    free_port aadmin
-    if [[ $handoff == fd ]]; then handoff_args="--handoff fd --fd-handoff-dir $fd_dir"; fi
-    # shellcheck disable=SC2086 # --agent-args is word-split on purpose
-    start_group "$name-agent" "$throng_bin agent --mqtt-listen 127.0.0.1:$aport --handlers $handler_list --admin-listen 127.0.0.1:$aadmin $handoff_args $agent_args"
-    local apid=$group_pid
-    wait_ready "$name-agent" "$apid" port_open "$aport"
-    wait_ready "$name-agent" "$apid" http_ok "http://127.0.0.1:$aadmin/readyz"
-    target="127.0.0.1:$aport"
-    add_tier agent "$apid"
+    start_agent "$name" "$handoff"
+    target="127.0.0.1:$agent_port"
+    add_tier agent "$agent_pid"
   else
-    target="127.0.0.1:$(IFS=,; echo "${mports[*]}")"
+    target="127.0.0.1:$(IFS=,; echo "${handler_mqtt_ports[*]}")"
   fi
-  for p in "${hpids[@]}"; do add_tier handlers "$p"; done
+  for pid in "${handler_pids[@]}"; do add_tier handlers "$pid"; done
   add_tier distributor "$dist_pid"
 }
 
@@ -284,7 +213,10 @@ run_case() {
   tier_args=()
   admin_urls=()
   case "$variant" in
-    mosquitto) start_mosquitto "$name" ;;
+    mosquitto)
+      start_mosquitto "$name-mosquitto" "$mosquitto_extra"
+      target="127.0.0.1:$mosquitto_port"
+      ;;
     *) start_throng "$name" "$variant" ;;
   esac
   sleep 1 # let it settle

@@ -13,6 +13,7 @@ mod procfs;
 mod progress;
 mod pubsub;
 mod report;
+mod tiers;
 mod workers;
 
 use clap::{Parser, Subcommand};

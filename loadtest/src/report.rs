@@ -1,5 +1,7 @@
 //! Number formatting for the human-readable tables.
 
+use crate::hist::Summary;
+
 /// 1234567 -> "1,234,567".
 pub fn count(n: u64) -> String {
     let digits = n.to_string();
@@ -41,6 +43,33 @@ pub fn micros(us: u64) -> String {
     }
 }
 
+/// A latency summary as "p50 1.2 ms  p90 …  max 9.0 ms".
+pub fn latency_row(s: &Summary) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        micros(s.p50_us),
+        micros(s.p90_us),
+        micros(s.p99_us),
+        micros(s.p999_us),
+        micros(s.max_us)
+    )
+}
+
+/// A rate, rounded: "1,235".
+pub fn rate(v: f64) -> String {
+    count(v.round() as u64)
+}
+
+/// Counts per second as "[1s] 1,200  [2s] 980".
+pub fn per_second(timeline: &[u64]) -> String {
+    timeline
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("[{}s] {}", i + 1, count(*n)))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +84,6 @@ mod tests {
         assert_eq!(bytes(740.0 * 1.5), "1.08 KiB");
         assert_eq!(micros(850), "850 µs");
         assert_eq!(micros(12_300), "12.3 ms");
+        assert_eq!(per_second(&[1200, 980]), "[1s] 1,200  [2s] 980");
     }
 }

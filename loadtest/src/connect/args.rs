@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-use super::broker::BrokerPid;
 use super::msg::WorkerConfig;
 use crate::mqtt::{ConnectOptions, Protocol};
+use crate::tiers::BrokerPid;
 
 /// Default handshakes in flight (all workers together) when neither --rate nor --in-flight is given.
 const DEFAULT_IN_FLIGHT: usize = 1000;

@@ -2,54 +2,15 @@
 //! first connection, when all are connected, at the end of the hold): summed over
 //! all of them and per tier.
 //!
-//! A tier is a label given on the command line (`--broker-pid agent=123
-//! --broker-pid handler=456 --broker-pid handler=789`): the processes that share
-//! a label are summed into it. A pid given without a label is a tier of its own,
-//! named by its pid.
+//! Tiers are those of [`crate::tiers`]: the processes that share a label are
+//! summed into one.
 
-use std::str::FromStr;
-
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde::Serialize;
 
 use crate::procfs::{self, Sample};
 use crate::report::bytes;
-
-/// One `--broker-pid [LABEL=]PID`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BrokerPid {
-    pub label: Option<String>,
-    pub pid: u32,
-}
-
-impl FromStr for BrokerPid {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (label, pid) = match s.rsplit_once('=') {
-            Some((label, pid)) => {
-                let label = label.trim();
-                if label.is_empty() {
-                    return Err(format!("empty tier label in {s:?}"));
-                }
-                (Some(label.to_owned()), pid)
-            }
-            None => (None, s),
-        };
-        let pid = pid
-            .trim()
-            .parse()
-            .map_err(|e| format!("{s:?}: expected [LABEL=]PID ({e})"))?;
-        Ok(BrokerPid { label, pid })
-    }
-}
-
-impl BrokerPid {
-    /// The tier this pid is reported in: its label, or the pid itself.
-    pub fn tier(&self) -> String {
-        self.label.clone().unwrap_or_else(|| self.pid.to_string())
-    }
-}
+use crate::tiers::{self, BrokerPid};
 
 /// Readings of one set of processes (summed) and what follows from them.
 #[derive(Debug, Default, Serialize)]
@@ -167,25 +128,21 @@ impl BrokerReport {
     /// Groups the pids into tiers; fails on a pid given twice or one that
     /// cannot be read now.
     pub fn new(pids: &[BrokerPid]) -> anyhow::Result<Self> {
-        let mut tiers: Vec<TierReport> = Vec::new();
-        let mut all = Vec::with_capacity(pids.len());
+        let mut all: Vec<u32> = Vec::with_capacity(pids.len());
         for p in pids {
             if all.contains(&p.pid) {
                 bail!("--broker-pid {} given twice", p.pid);
             }
-            procfs::sample(&p.pid.to_string())
-                .with_context(|| format!("--broker-pid {}", p.pid))?;
             all.push(p.pid);
-            let label = p.tier();
-            match tiers.iter_mut().find(|t| t.label == label) {
-                Some(tier) => tier.pids.push(p.pid),
-                None => tiers.push(TierReport {
-                    label,
-                    pids: vec![p.pid],
-                    readings: Readings::default(),
-                }),
-            }
         }
+        let tiers = tiers::group(pids)?
+            .into_iter()
+            .map(|(label, pids)| TierReport {
+                label,
+                pids,
+                readings: Readings::default(),
+            })
+            .collect();
         Ok(BrokerReport {
             pids: all,
             total: Readings::default(),
@@ -262,23 +219,7 @@ impl BrokerReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bp(label: Option<&str>, pid: u32) -> BrokerPid {
-        BrokerPid {
-            label: label.map(str::to_owned),
-            pid,
-        }
-    }
-
-    #[test]
-    fn parses_broker_pid() {
-        assert_eq!("123".parse::<BrokerPid>(), Ok(bp(None, 123)));
-        assert_eq!("agent=123".parse::<BrokerPid>(), Ok(bp(Some("agent"), 123)));
-        assert_eq!("a=b=7".parse::<BrokerPid>(), Ok(bp(Some("a=b"), 7)));
-        assert!("=123".parse::<BrokerPid>().is_err());
-        assert!("agent=".parse::<BrokerPid>().is_err());
-        assert!("agent".parse::<BrokerPid>().is_err());
-    }
+    use crate::tiers::tests::bp;
 
     #[test]
     fn groups_and_sums_tiers() {

@@ -177,27 +177,15 @@ fn run(args: &StormArgs, scenario: &'static str, hold: Option<f64>) -> anyhow::R
         host.held = host::sample();
     }
     set.broadcast(CMD_FINISH)?;
-    let mut held: Vec<Option<HeldReport>> = vec![None; workers];
-    while held.iter().any(Option::is_none) {
-        let Some((w, event)) = set.recv_timeout(Duration::from_secs(60)) else {
-            bail!("workers did not report after finish");
-        };
-        match event {
-            Event::Msg(WorkerMsg::Held(report)) => held[w] = Some(report),
-            Event::Msg(WorkerMsg::Error { message }) => bail!("worker {w}: {message}"),
-            Event::Msg(_) => {}
-            Event::Garbage(line) => bar.warn(&format!("worker {w}: {line}")),
-            // A worker exits once it has reported, maybe before the others have.
-            Event::Closed if held[w].is_some() => {}
-            Event::Closed => {
-                bail!(
-                    "worker {w} ended before its final report: {}",
-                    set.exit_of(w)
-                )
-            }
-        }
-    }
-    let held: Vec<HeldReport> = held.into_iter().flatten().collect();
+    let held: Vec<HeldReport> = set.collect(
+        Duration::from_secs(60),
+        |w, msg| match msg {
+            WorkerMsg::Held(report) => Ok(Some(report)),
+            WorkerMsg::Error { message } => bail!("worker {w}: {message}"),
+            _ => Ok(None),
+        },
+        |w, line| bar.warn(&format!("worker {w}: {line}")),
+    )?;
     let parent_rss = procfs::rss_bytes("self").unwrap_or(0);
     bar.clear();
 

@@ -37,6 +37,16 @@ pub struct WorkerConfig {
     pub ping_every_ms: u64,
 }
 
+impl crate::workers::Config for WorkerConfig {
+    fn worker(&self) -> usize {
+        self.worker
+    }
+
+    fn connections(&self) -> u64 {
+        self.connections
+    }
+}
+
 /// A stdin line of a worker after its config.
 pub const CMD_FINISH: &str = "finish";
 

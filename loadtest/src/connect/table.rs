@@ -3,19 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::report::Report;
-use crate::hist::Summary;
-use crate::report::{bytes, count, micros};
-
-fn latency_row(s: &Summary) -> String {
-    format!(
-        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-        micros(s.p50_us),
-        micros(s.p90_us),
-        micros(s.p99_us),
-        micros(s.p999_us),
-        micros(s.max_us)
-    )
-}
+use crate::report::{bytes, count, latency_row, micros};
 
 /// "a: 1, b: 2", or `none`.
 fn causes(map: &BTreeMap<String, u64>, none: &str) -> String {

@@ -8,12 +8,10 @@
 //! connection on (a long storm would otherwise outlast the keepalive of its
 //! earliest connections), and drains the replies.
 
-use std::io::{self, BufRead};
 use std::net::TcpStream as StdStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::MissedTickBehavior;
 
@@ -23,7 +21,7 @@ use super::msg::{CMD_FINISH, ConnectedReport, HeldReport, Progress, WorkerConfig
 use crate::handshake::{self, Failure};
 use crate::hist::Latency;
 use crate::procfs;
-use crate::workers::emit;
+use crate::workers::{self, emit};
 
 struct Outcome {
     result: Result<StdStream, Failure>,
@@ -41,46 +39,11 @@ fn unix_ms() -> u64 {
 
 /// Entry point of `throng-load worker connect`.
 pub fn run() -> anyhow::Result<()> {
-    let stdin = io::stdin();
-    let mut first = String::new();
-    stdin
-        .lock()
-        .read_line(&mut first)
-        .context("reading worker config")?;
-    let cfg: WorkerConfig = serde_json::from_str(&first).context("parsing worker config")?;
-
-    let need = cfg.connections + 64;
-    let limit = rlimit::increase_nofile_limit(need).context("raising RLIMIT_NOFILE")?;
-    if limit < need {
-        let message = format!(
-            "worker {} needs {need} open files but may hold only {limit}: use more workers",
-            cfg.worker
-        );
-        emit(&WorkerMsg::Error {
-            message: message.clone(),
-        });
-        anyhow::bail!(message);
-    }
-
-    // Commands from the parent; EOF (parent gone) counts as `finish`.
+    let cfg: WorkerConfig = workers::start(|message| WorkerMsg::Error { message })?;
+    // Commands from the parent; the channel closing (parent gone) counts as `finish`.
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel::<String>();
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            for line in io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                if cmd_tx.send(line.trim().to_owned()).is_err() {
-                    return;
-                }
-            }
-            let _ = cmd_tx.send(CMD_FINISH.to_owned());
-        })?;
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.threads.max(1))
-        .enable_all()
-        .build()?;
-    rt.block_on(run_async(cfg, cmd_rx))
+    workers::read_commands(move |line| cmd_tx.send(line.to_owned()).is_ok())?;
+    workers::runtime(cfg.threads)?.block_on(run_async(cfg, cmd_rx))
 }
 
 async fn run_async(

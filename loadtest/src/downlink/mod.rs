@@ -25,12 +25,12 @@ use anyhow::{Context, bail};
 use self::msg::{CMD_FINISH, Pick, SinkConfig, WorkerConfig, WorkerMsg};
 use self::phases::{collect_finals, delivery, progress, spawn_producer, wait_connected, watch};
 use self::produce::Plan;
-use self::report::{ConnectPhase, LoadTool, Report, Tiers, print_table};
-use crate::connect::broker::BrokerPid;
+use self::report::{ConnectPhase, LoadTool, Report, print_table};
 use crate::hist::Latency;
 use crate::mqtt::{ConnectOptions, Protocol};
 use crate::procfs;
 use crate::report::count;
+use crate::tiers::{BrokerPid, Tiers};
 use crate::workers::WorkerSet;
 
 /// Where the messages enter the cluster.
@@ -215,7 +215,7 @@ pub fn run(args: DownlinkArgs) -> anyhow::Result<()> {
         password: None,
         session_expiry: None,
     };
-    let mut tiers = Tiers::new(&args.broker_pid)?;
+    let tiers = Tiers::new(&args.broker_pid)?;
 
     // Phase 1: connect the devices.
     let base = args.devices / workers as u64;
@@ -303,14 +303,18 @@ pub fn run(args: DownlinkArgs) -> anyhow::Result<()> {
         &args,
         format!("  pushing {} messages via {entry}", count(args.messages)),
     );
-    tiers.mark_start();
+    let tiers_start = tiers.snapshot();
     let cpu_before = procfs::cpu_us("self").unwrap_or(0);
     let started = Instant::now();
     let producer = spawn_producer(&args, plan)?;
     let watched = watch(&args, &set, workers, &producer, started)?;
     let window = started.elapsed().as_secs_f64();
-    let broker = tiers.finish(window, watched.counts.unique);
-    let host = tiers.host();
+    let (broker, host) = tiers.usage_over(
+        &tiers_start,
+        &tiers.snapshot(),
+        window,
+        watched.counts.unique,
+    );
     let push = match watched.push {
         Some(result) => Some(result?),
         // Everything arrived before the last replies did (ingest answers a batch
@@ -326,7 +330,7 @@ pub fn run(args: DownlinkArgs) -> anyhow::Result<()> {
 
     // Phase 3: final reports.
     set.broadcast(CMD_FINISH)?;
-    let finals = collect_finals(&set, workers)?;
+    let finals = collect_finals(&mut set)?;
     set.wait()?;
 
     let mut report = Report {

@@ -102,6 +102,16 @@ pub struct WorkerConfig {
     pub sink: Option<SinkConfig>,
 }
 
+impl crate::workers::Config for WorkerConfig {
+    fn worker(&self) -> usize {
+        self.worker
+    }
+
+    fn connections(&self) -> u64 {
+        self.devices
+    }
+}
+
 /// The sink: stands in for the handlers on a distributor's Attach stream.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SinkConfig {

@@ -185,24 +185,17 @@ pub(super) fn watch(
     })
 }
 
-pub(super) fn collect_finals(
-    set: &WorkerSet<WorkerMsg>,
-    workers: usize,
-) -> anyhow::Result<Vec<FinalReport>> {
-    let mut finals: Vec<Option<FinalReport>> = vec![None; workers];
-    while finals.iter().any(Option::is_none) {
-        let Some((w, event)) = set.recv_timeout(Duration::from_secs(60)) else {
-            bail!("workers did not report after finish");
-        };
-        match event {
-            Event::Msg(WorkerMsg::Final(report)) => finals[w] = Some(*report),
-            Event::Msg(WorkerMsg::Error { message }) => bail!("worker {w}: {message}"),
-            Event::Msg(_) => {}
-            Event::Garbage(line) => eprintln!("worker {w}: {line}"),
-            Event::Closed => bail!("worker {w} exited before its final report"),
-        }
-    }
-    Ok(finals.into_iter().flatten().collect())
+/// Every worker's final report, once `finish` was sent.
+pub(super) fn collect_finals(set: &mut WorkerSet<WorkerMsg>) -> anyhow::Result<Vec<FinalReport>> {
+    set.collect(
+        Duration::from_secs(60),
+        |w, msg| match msg {
+            WorkerMsg::Final(report) => Ok(Some(*report)),
+            WorkerMsg::Error { message } => bail!("worker {w}: {message}"),
+            _ => Ok(None),
+        },
+        |w, line| eprintln!("worker {w}: {line}"),
+    )
 }
 
 /// Merges the workers' final reports.

@@ -1,5 +1,5 @@
-//! The `downlink` report: broker use per tier over the push window, the
-//! figures derived from the workers' counts, the table, the JSON.
+//! The `downlink` report: the figures derived from the workers' counts (and
+//! the broker's use per tier over the push window), the table, the JSON.
 
 use std::collections::BTreeMap;
 
@@ -7,118 +7,9 @@ use serde::Serialize;
 
 use super::msg::Counts;
 use super::produce::PushReport;
-use crate::connect::broker::BrokerPid;
 use crate::hist::Summary;
-use crate::procfs::{self, Sample};
-use crate::report::{bytes, count, micros};
-
-/// CPU and memory of one tier (the processes sharing a label) over the window
-/// from the first send to the last arrival.
-#[derive(Debug, Serialize)]
-pub struct TierUse {
-    pub label: String,
-    pub pids: Vec<u32>,
-    pub cpu_us: u64,
-    /// CPU time / window: cores kept busy on average.
-    pub cores: f64,
-    pub cpu_us_per_message: Option<f64>,
-    pub rss_start_bytes: u64,
-    pub rss_end_bytes: u64,
-}
-
-/// The whole host over the window: how many cores were busy (all processes,
-/// this run's and anyone else's).
-#[derive(Debug, Default, Serialize)]
-pub struct HostUse {
-    pub cpus: usize,
-    pub busy_cores: f64,
-}
-
-/// Samples every --broker-pid, and the host, at the start and end of the window.
-pub struct Tiers {
-    tiers: Vec<(String, Vec<u32>)>,
-    start: Option<Vec<Option<Sample>>>,
-    host_start: Option<(u64, u64)>,
-}
-
-impl Tiers {
-    /// Groups pids by label (in command-line order); fails on an unreadable pid.
-    pub fn new(pids: &[BrokerPid]) -> anyhow::Result<Tiers> {
-        let mut tiers: Vec<(String, Vec<u32>)> = Vec::new();
-        for p in pids {
-            procfs::sample(&p.pid.to_string())
-                .map_err(|e| anyhow::anyhow!("--broker-pid {}: {e:#}", p.pid))?;
-            let label = p.tier();
-            match tiers.iter_mut().find(|(l, _)| *l == label) {
-                Some((_, list)) => list.push(p.pid),
-                None => tiers.push((label, vec![p.pid])),
-            }
-        }
-        Ok(Tiers {
-            tiers,
-            start: None,
-            host_start: None,
-        })
-    }
-
-    fn sample(&self) -> Vec<Option<Sample>> {
-        self.tiers
-            .iter()
-            .map(|(_, pids)| {
-                pids.iter().try_fold(Sample::default(), |acc, pid| {
-                    Some(acc.add(procfs::sample(&pid.to_string()).ok()?))
-                })
-            })
-            .collect()
-    }
-
-    pub fn mark_start(&mut self) {
-        self.start = Some(self.sample());
-        self.host_start = procfs::host_cpu_us();
-    }
-
-    /// Host CPU since `mark_start`.
-    pub fn host(&self) -> Option<HostUse> {
-        let (busy0, total0) = self.host_start?;
-        let (busy1, total1) = procfs::host_cpu_us()?;
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        let total = total1.saturating_sub(total0) as f64;
-        (total > 0.0).then(|| HostUse {
-            cpus,
-            busy_cores: busy1.saturating_sub(busy0) as f64 / total * cpus as f64,
-        })
-    }
-
-    /// Use per tier since `mark_start`, over a window of `seconds`; a tier
-    /// that could not be read at either end is left out.
-    pub fn finish(&self, seconds: f64, messages: u64) -> Vec<TierUse> {
-        let Some(start) = &self.start else {
-            return Vec::new();
-        };
-        let end = self.sample();
-        self.tiers
-            .iter()
-            .zip(start.iter().zip(end))
-            .filter_map(|((label, pids), (a, b))| {
-                let (a, b) = ((*a)?, b?);
-                let cpu_us = b.cpu_us.saturating_sub(a.cpu_us);
-                Some(TierUse {
-                    label: label.clone(),
-                    pids: pids.clone(),
-                    cpu_us,
-                    cores: if seconds > 0.0 {
-                        cpu_us as f64 / 1e6 / seconds
-                    } else {
-                        0.0
-                    },
-                    cpu_us_per_message: (messages > 0).then(|| cpu_us as f64 / messages as f64),
-                    rss_start_bytes: a.rss_bytes,
-                    rss_end_bytes: b.rss_bytes,
-                })
-            })
-            .collect()
-    }
-}
+use crate::report::{bytes, count, latency_row, micros, per_second, rate};
+use crate::tiers::{self, HostUse, TierUse};
 
 #[derive(Debug, Default, Serialize)]
 pub struct ConnectPhase {
@@ -243,21 +134,6 @@ impl Report {
     }
 }
 
-fn latency_row(s: &Summary) -> String {
-    format!(
-        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-        micros(s.p50_us),
-        micros(s.p90_us),
-        micros(s.p99_us),
-        micros(s.p999_us),
-        micros(s.max_us)
-    )
-}
-
-fn rate(v: f64) -> String {
-    count(v.round() as u64)
-}
-
 pub fn print_table(r: &Report) {
     let to = match &r.sink {
         Some(handlers) => format!(
@@ -362,44 +238,12 @@ pub fn print_table(r: &Report) {
         );
     }
     line("end-to-end latency", latency_row(&d.latency_us));
-    line(
-        "per second",
-        d.timeline_per_s
-            .iter()
-            .enumerate()
-            .map(|(i, n)| format!("[{}s] {}", i + 1, count(*n)))
-            .collect::<Vec<_>>()
-            .join("  "),
-    );
+    line("per second", per_second(&d.timeline_per_s));
     if !d.connections_lost.is_empty() {
         line("connections lost", format!("{:?}", d.connections_lost));
     }
-    for t in &r.broker {
-        line(
-            &format!("broker {}", t.label),
-            format!(
-                "CPU {:.2} cores ({} µs per message); RSS {} -> {} (pid {})",
-                t.cores,
-                t.cpu_us_per_message
-                    .map_or("n/a".into(), |us| format!("{us:.2}")),
-                bytes(t.rss_start_bytes as f64),
-                bytes(t.rss_end_bytes as f64),
-                t.pids
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-        );
-    }
-    if let Some(h) = &r.host {
-        line(
-            "host CPU",
-            format!(
-                "{:.2} of {} cores busy over the window (every process on the host)",
-                h.busy_cores, h.cpus
-            ),
-        );
+    for (head, text) in tiers::table_lines(&r.broker, r.host.as_ref(), "message") {
+        line(&head, text);
     }
     let l = &r.load_tool;
     line(

@@ -7,12 +7,10 @@
 //! times to a histogram behind a lock taken once per read.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, BufRead};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
@@ -25,7 +23,7 @@ use crate::handshake::{self, Failure, io_key};
 use crate::hist::Latency;
 use crate::mqtt::{self, Protocol};
 use crate::procfs;
-use crate::workers::emit;
+use crate::workers::{self, emit};
 
 /// Read buffer of one device (grows for a larger packet).
 const READ_BUF: usize = 4096;
@@ -104,42 +102,21 @@ pub(super) struct Shared {
 
 /// Entry point of `throng-load worker downlink`.
 pub fn run() -> anyhow::Result<()> {
-    let mut first = String::new();
-    io::stdin()
-        .lock()
-        .read_line(&mut first)
-        .context("reading worker config")?;
-    let cfg: WorkerConfig = serde_json::from_str(&first).context("parsing worker config")?;
-    let need = cfg.devices + 64;
-    let limit = rlimit::increase_nofile_limit(need).context("raising RLIMIT_NOFILE")?;
-    if limit < need {
-        let message = format!(
-            "worker {} needs {need} open files but may hold only {limit}: use more workers",
-            cfg.worker
-        );
-        emit(&WorkerMsg::Error {
-            message: message.clone(),
-        });
-        anyhow::bail!(message);
-    }
-    // The parent's `finish` (or its going away) ends the run.
+    let cfg: WorkerConfig = workers::start(|message| WorkerMsg::Error { message })?;
+    // The parent's `finish` (or its going away) ends the run: dropping the
+    // sender resolves the receiver too.
     let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            for line in io::stdin().lock().lines() {
-                match line {
-                    Ok(line) if line.trim() == CMD_FINISH => break,
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = finish_tx.send(());
-        })?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.threads.max(1))
-        .enable_all()
-        .build()?;
+    let mut finish_tx = Some(finish_tx);
+    workers::read_commands(move |line| {
+        if line != CMD_FINISH {
+            return true;
+        }
+        if let Some(tx) = finish_tx.take() {
+            let _ = tx.send(());
+        }
+        false
+    })?;
+    let rt = workers::runtime(cfg.threads)?;
     rt.block_on(run_async(cfg, finish_rx))?;
     // Device tasks may still be reading: do not wait for them.
     rt.shutdown_background();

@@ -22,7 +22,6 @@ mod phases;
 mod plan;
 mod publisher;
 mod report;
-mod sample;
 mod setup;
 mod subscriber;
 mod table;
@@ -35,8 +34,8 @@ use anyhow::{Context, bail};
 
 use self::msg::WorkerConfig;
 use self::plan::{Mode, Plan};
-use crate::connect::broker::BrokerPid;
 use crate::mqtt::{ConnectOptions, Protocol};
+use crate::tiers::{BrokerPid, Tiers};
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "\
@@ -257,7 +256,7 @@ pub fn run(args: PubsubArgs) -> anyhow::Result<()> {
         password: None,
         session_expiry: None,
     };
-    let tiers = sample::Tiers::new(&args.broker_pid)?;
+    let tiers = Tiers::new(&args.broker_pid)?;
     let share = |n: u32, w: usize| {
         let (w, workers) = (w as u64, workers as u64);
         let n = u64::from(n);

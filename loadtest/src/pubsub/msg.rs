@@ -39,6 +39,16 @@ pub struct WorkerConfig {
     pub ack_timeout_ms: u64,
 }
 
+impl crate::workers::Config for WorkerConfig {
+    fn worker(&self) -> usize {
+        self.worker
+    }
+
+    fn connections(&self) -> u64 {
+        u64::from(self.publishers + self.subscribers)
+    }
+}
+
 /// A stdin line after the config: start probing.
 pub const CMD_PROBE: &str = "probe";
 /// `start <unix µs>`: publish (warmup until that time, measured from it).

@@ -13,10 +13,10 @@ use super::msg::{
 };
 use super::plan::Plan;
 use super::report::{self, End, LoadTool, ProbePhase, Report, SetupPhase};
-use super::sample::{Snapshot, Tiers};
 use super::worker::unix_us;
 use crate::hist::Latency;
 use crate::report::count;
+use crate::tiers::{Snapshot, Tiers};
 use crate::workers::{Event, WorkerSet};
 
 fn progress(args: &PubsubArgs, line: String) {
@@ -60,11 +60,7 @@ impl Collector {
             Event::Msg(WorkerMsg::Final(f)) => self.finals[w] = Some(*f),
             Event::Msg(WorkerMsg::Error { message }) => bail!("worker {w}: {message}"),
             Event::Garbage(line) => eprintln!("worker {w}: {line}"),
-            Event::Closed => {
-                if self.finals[w].is_none() {
-                    bail!("worker {w} exited before its final report");
-                }
-            }
+            Event::Closed => self.set.closed(w, self.finals[w].is_some())?,
         }
         Ok(())
     }

@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use super::msg::{Counts, FinalReport, PublishedReport, SubscriberRow};
 use super::plan::{Mode, Plan};
-use super::sample::{HostUse, TierUse};
 use crate::hist::{Latency, Summary};
 use crate::report::count;
+use crate::tiers::{HostUse, TierUse};
 
 #[derive(Debug, Default, Serialize)]
 pub struct SetupPhase {

@@ -3,8 +3,8 @@
 use super::msg::SubscriberRow;
 use super::plan::Mode;
 use super::report::Report;
-use crate::hist::Summary;
-use crate::report::{bytes, count, micros};
+use crate::report::{bytes, count, latency_row, micros, per_second, rate};
+use crate::tiers;
 
 impl Report {
     pub fn print(&self) {
@@ -122,41 +122,13 @@ impl Report {
             ),
         );
         line("end-to-end latency", latency_row(&d.latency_us));
-        line(
-            "per second",
-            d.timeline_per_s
-                .iter()
-                .enumerate()
-                .map(|(i, n)| format!("[{}s] {}", i + 1, count(*n)))
-                .collect::<Vec<_>>()
-                .join("  "),
-        );
-        for t in &self.broker {
-            line(
-                &format!("broker {}", t.label),
-                format!(
-                    "CPU {:.2} cores ({} µs per delivery, warmup included); RSS {} -> {} (pid {})",
-                    t.cores,
-                    t.cpu_us_per_message
-                        .map_or("n/a".into(), |us| format!("{us:.2}")),
-                    bytes(t.rss_start_bytes as f64),
-                    bytes(t.rss_end_bytes as f64),
-                    t.pids
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
-            );
-        }
-        if let Some(h) = &self.host {
-            line(
-                "host CPU",
-                format!(
-                    "{:.2} of {} cores busy over the window (every process on the host)",
-                    h.busy_cores, h.cpus
-                ),
-            );
+        line("per second", per_second(&d.timeline_per_s));
+        for (head, text) in tiers::table_lines(
+            &self.broker,
+            self.host.as_ref(),
+            "delivery, warmup included",
+        ) {
+            line(&head, text);
         }
         let l = &self.load_tool;
         line(
@@ -208,19 +180,4 @@ impl Report {
             format!("; worst: {}", list.join(", "))
         }
     }
-}
-
-fn latency_row(s: &Summary) -> String {
-    format!(
-        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-        micros(s.p50_us),
-        micros(s.p90_us),
-        micros(s.p99_us),
-        micros(s.p999_us),
-        micros(s.max_us)
-    )
-}
-
-fn rate(v: f64) -> String {
-    count(v.round() as u64)
 }

@@ -4,12 +4,10 @@
 //! publishers sent, and finally what its subscribers received.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 
 use super::msg::{
@@ -22,7 +20,7 @@ use super::setup;
 use crate::hist::Latency;
 use crate::mqtt::Protocol;
 use crate::procfs;
-use crate::workers::emit;
+use crate::workers::{self, emit};
 
 /// Where the run is; publishers and subscribers follow it through a watch channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,44 +170,16 @@ fn parse_command(line: &str) -> Option<Command> {
 
 /// Entry point of `throng-load worker pubsub`.
 pub fn run() -> anyhow::Result<()> {
-    let mut first = String::new();
-    io::stdin()
-        .lock()
-        .read_line(&mut first)
-        .context("reading worker config")?;
-    let cfg: WorkerConfig = serde_json::from_str(&first).context("parsing worker config")?;
-    let need = u64::from(cfg.publishers + cfg.subscribers) + 64;
-    let limit = rlimit::increase_nofile_limit(need).context("raising RLIMIT_NOFILE")?;
-    if limit < need {
-        let message = format!(
-            "worker {} needs {need} open files but may hold only {limit}: use more workers",
-            cfg.worker
-        );
-        emit(&WorkerMsg::Error {
-            message: message.clone(),
-        });
-        anyhow::bail!(message);
-    }
+    let cfg: WorkerConfig = workers::start(|message| WorkerMsg::Error { message })?;
     let (tx, rx) = mpsc::channel::<Command>(16);
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            for line in io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                match parse_command(&line) {
-                    Some(cmd) => {
-                        if tx.blocking_send(cmd).is_err() {
-                            break;
-                        }
-                    }
-                    None => eprintln!("pubsub worker: unknown command {line:?}"),
-                }
-            }
-        })?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.threads.max(1))
-        .enable_all()
-        .build()?;
+    workers::read_commands(move |line| match parse_command(line) {
+        Some(cmd) => tx.blocking_send(cmd).is_ok(),
+        None => {
+            eprintln!("pubsub worker: unknown command {line:?}");
+            true
+        }
+    })?;
+    let rt = workers::runtime(cfg.threads)?;
     rt.block_on(run_async(cfg, rx));
     rt.shutdown_background();
     Ok(())
