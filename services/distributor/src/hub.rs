@@ -4,9 +4,9 @@
 //!
 //! Two kinds of traffic go through it:
 //! - device publishes a handler forwards (`route_forward`): sent to the other
-//!   handlers with a match without waiting for acks (at most once across this hop);
-//!   a full handler channel drops the copy and counts it, so one slow handler never
-//!   stalls the others;
+//!   handlers with a match without waiting for acks. QoS 1/2 waits for room in a
+//!   full handler channel (backpressure reaches the publishing handler through
+//!   its attach stream), QoS 0 is dropped and counted;
 //! - server-to-device messages from the ingest API or the downlink stream
 //!   (`deliver`): sent with a delivery id, and the outcome is the handlers' acks.
 
@@ -22,6 +22,7 @@ use throng_proto::v1::{
 };
 use throng_ring::{Member, Ring};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::index::{Change, ClusterIndex, Op};
 use crate::metrics::{DistributorMetrics, OutcomeLabel, RouteKind};
@@ -94,25 +95,32 @@ type AckWaiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Ack>>>>;
 #[derive(Clone)]
 struct Link {
     attach_id: u64,
-    /// Deliveries: bounded, so server-to-device senders wait and device
-    /// forwards are dropped when the handler falls behind.
+    /// Deliveries: bounded, so server-to-device senders and QoS 1/2 device
+    /// forwards wait, and QoS 0 device forwards are dropped, when the handler
+    /// falls behind.
     tx: mpsc::Sender<DistributorMessage>,
     /// Interest updates: small, never dropped, sent in order under the state lock.
     control: mpsc::UnboundedSender<DistributorMessage>,
     acks: AckWaiters,
+    /// Cancelled when this stream is detached or replaced: a sender waiting for
+    /// room in `tx` gives up, and `Outbound` ends (dropping the receiver).
+    detached: CancellationToken,
 }
 
 /// What the hub sends one attached handler: interest updates first, then deliveries.
 pub struct Outbound {
     control: mpsc::UnboundedReceiver<DistributorMessage>,
     deliveries: mpsc::Receiver<DistributorMessage>,
+    detached: CancellationToken,
 }
 
 impl Outbound {
-    /// The next message; `None` once the handler is detached and all is drained.
+    /// The next message; `None` once the handler is detached (what is still
+    /// queued is dropped with the receiver, so no sender waits on it).
     pub async fn recv(&mut self) -> Option<DistributorMessage> {
         tokio::select! {
             biased;
+            () = self.detached.cancelled() => None,
             Some(message) = self.control.recv() => Some(message),
             message = self.deliveries.recv() => message,
         }
@@ -153,6 +161,7 @@ pub struct Attachment {
     handler: Arc<str>,
     attach_id: u64,
     acks: AckWaiters,
+    detached: CancellationToken,
 }
 
 impl Hub {
@@ -190,11 +199,13 @@ impl Hub {
         let (tx, deliveries) = mpsc::channel(self.config.handler_channel);
         let (control_tx, control) = mpsc::unbounded_channel();
         let acks = AckWaiters::default();
+        let detached = CancellationToken::new();
         let link = Link {
             attach_id,
             tx: tx.clone(),
             control: control_tx,
             acks: acks.clone(),
+            detached: detached.clone(),
         };
         let retained: Vec<Message> = {
             let mut state = self.state.write();
@@ -206,8 +217,12 @@ impl Hub {
             let _ = link.control.send(interest_message(interest));
             match state.handlers.insert(handler.clone(), link) {
                 // The old stream is stale: deliveries waiting for its acks fail
-                // now (and are retried) instead of at the ack timeout.
-                Some(old) => old.acks.lock().clear(),
+                // now (and are retried) instead of at the ack timeout, and
+                // forwards waiting for room in it give up.
+                Some(old) => {
+                    old.acks.lock().clear();
+                    old.detached.cancel();
+                }
                 None => {
                     self.metrics.handlers.inc();
                 }
@@ -238,12 +253,14 @@ impl Hub {
             handler,
             attach_id,
             acks,
+            detached: detached.clone(),
         };
         (
             attachment,
             Outbound {
                 control,
                 deliveries,
+                detached,
             },
         )
     }
@@ -326,8 +343,12 @@ impl Hub {
         updates.send(&state);
     }
 
-    /// Routes a device publish forwarded by handler `from`.
-    fn route_forward(&self, from: &Arc<str>, forward: Forward) {
+    /// Routes a device publish forwarded by handler `from`. QoS 1/2 waits for
+    /// room in each target's channel, so the caller (`from`'s stream reader)
+    /// stops reading and `from`'s stream backs up; QoS 0 is dropped on a full
+    /// channel. No cycle can form: what is waited on is a handler's receive
+    /// loop, which never waits on anything towards a distributor.
+    async fn route_forward(&self, from: &Arc<str>, forward: Forward) {
         let Some(message) = forward.message else {
             return;
         };
@@ -347,9 +368,20 @@ impl Hub {
                 share_groups: shares,
                 retained_sync: false,
             };
-            if link.tx.try_send(wrap(delivery)).is_err() {
+            if message.qos == 0 {
+                if link.tx.try_send(wrap(delivery)).is_err() {
+                    self.metrics.forward_dropped.inc();
+                    tracing::debug!(handler = %handler, topic = %message.topic, "handler channel full, qos 0 device publish dropped");
+                }
+                continue;
+            }
+            let sent = tokio::select! {
+                sent = link.tx.send(wrap(delivery)) => sent.is_ok(),
+                () = link.detached.cancelled() => false,
+            };
+            if !sent {
                 self.metrics.forward_dropped.inc();
-                tracing::debug!(handler = %handler, topic = %message.topic, "handler channel full, device publish dropped");
+                tracing::debug!(handler = %handler, topic = %message.topic, "handler detached, device publish dropped");
             }
         }
     }
@@ -584,8 +616,10 @@ impl Attachment {
         self.hub.apply_delta(&self.handler, delta);
     }
 
-    pub fn forward(&self, forward: Forward) {
-        self.hub.route_forward(&self.handler, forward);
+    /// Routes a device publish; waits while a target handler's channel is full
+    /// (QoS 1/2).
+    pub async fn forward(&self, forward: Forward) {
+        self.hub.route_forward(&self.handler, forward).await;
     }
 
     /// Completes the delivery the ack is for; acks for unknown ids (timed out,
@@ -601,8 +635,9 @@ impl Drop for Attachment {
     fn drop(&mut self) {
         self.hub.detach(&self.handler, self.attach_id);
         // No ack comes on this stream any more, whether or not it was still the
-        // handler's current one.
+        // handler's current one; nothing waits for room in it either.
         self.acks.lock().clear();
+        self.detached.cancel();
     }
 }
 
