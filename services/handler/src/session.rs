@@ -64,6 +64,12 @@ impl ConnSignal {
         self.expired.load(Ordering::Acquire)
     }
 
+    /// Withdraws an expiry: the client was not read by the handler's choice.
+    pub fn unexpire(&self, now_ms: u64) {
+        self.touch(now_ms);
+        self.expired.store(false, Ordering::Release);
+    }
+
     /// Tells the connection its session has something to send.
     pub fn wake(&self) {
         self.woken.store(true, Ordering::Release);
