@@ -1,6 +1,7 @@
 //! The hub: the handlers attached to this distributor, the cluster subscription
-//! index their deltas build, the cluster's retained messages, and the routing of
-//! every message to the handlers that need it.
+//! index their deltas build (interest updates from it: `interest`), the
+//! cluster's retained messages (`retained`), and the routing of every message to
+//! the handlers that need it.
 //!
 //! Two kinds of traffic go through it:
 //! - device publishes a handler forwards (`route_forward`): sent to the other
@@ -25,7 +26,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::index::{Change, ClusterIndex, Op};
+use crate::interest::{InterestUpdates, interest_message};
 use crate::metrics::{DistributorMetrics, OutcomeLabel, RouteKind};
+use crate::retained::RetainedStore;
 
 /// Hub settings.
 #[derive(Debug, Clone)]
@@ -86,9 +89,6 @@ impl Outcome {
     }
 }
 
-/// How long a cleared retained message is remembered as cleared.
-const TOMBSTONE_MS: i64 = 24 * 60 * 60 * 1000;
-
 type AckWaiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Ack>>>>;
 
 /// One attached handler's stream.
@@ -139,8 +139,19 @@ impl Outbound {
 struct State {
     index: ClusterIndex,
     handlers: BTreeMap<Arc<str>, Link>,
-    /// The cluster's retained messages by topic; an empty payload is a tombstone.
-    retained: HashMap<String, Message>,
+    retained: RetainedStore,
+}
+
+impl State {
+    /// Sends interest updates; called before the state lock is released, so
+    /// they keep their order.
+    fn send_interest(&self, updates: InterestUpdates) {
+        for (handler, update) in updates.into_updates() {
+            if let Some(link) = self.handlers.get(&handler) {
+                let _ = link.control.send(interest_message(update));
+            }
+        }
+    }
 }
 
 pub struct Hub {
@@ -227,12 +238,7 @@ impl Hub {
                     self.metrics.handlers.inc();
                 }
             }
-            let now = unix_ms();
-            state.retained.retain(|_, message| {
-                !message.payload.is_empty()
-                    || now.saturating_sub(message.published_at_unix_ms) < TOMBSTONE_MS
-            });
-            state.retained.values().cloned().collect()
+            state.retained.snapshot(unix_ms())
         };
         tracing::info!(handler = %handler, retained = retained.len(), "handler attached");
         tokio::spawn(async move {
@@ -281,9 +287,9 @@ impl Hub {
         state.index.remove_handler(handler);
         let mut updates = InterestUpdates::default();
         for (filter, before) in filters.iter().zip(before) {
-            updates.diff(&state, filter, &before);
+            updates.diff(&state.index, state.handlers.keys(), filter, &before);
         }
-        updates.send(&state);
+        state.send_interest(updates);
         drop(state);
         self.metrics.handlers.dec();
         tracing::info!(handler = %handler, "handler detached");
@@ -338,9 +344,9 @@ impl Hub {
         }
         let mut updates = InterestUpdates::default();
         for (filter, before) in touched.iter().zip(before) {
-            updates.diff(&state, filter, &before);
+            updates.diff(&state.index, state.handlers.keys(), filter, &before);
         }
-        updates.send(&state);
+        state.send_interest(updates);
     }
 
     /// Routes a device publish forwarded by handler `from`. QoS 1/2 waits for
@@ -426,23 +432,8 @@ impl Hub {
             .collect()
     }
 
-    /// Stores (or clears, with an empty payload) a retained message; the newest
-    /// `published_at_unix_ms` wins, so a handler replaying old ones on attach
-    /// never overwrites a newer one. A clear is kept as a tombstone (an empty
-    /// message) for `TOMBSTONE_MS`, so a handler that missed it while cut off
-    /// neither brings the old message back nor keeps serving it.
     fn store_retained(&self, message: &Message) {
-        let mut state = self.state.write();
-        if let Some(held) = state.retained.get(&message.topic)
-            && held.published_at_unix_ms > message.published_at_unix_ms
-        {
-            return;
-        }
-        let mut stored = message.clone();
-        if stored.payload.is_empty() {
-            stored.retain = true;
-        }
-        state.retained.insert(message.topic.clone(), stored);
+        self.state.write().retained.store(message);
     }
 
     /// Delivers a server-to-device message and reports what became of it.
@@ -638,52 +629,6 @@ impl Drop for Attachment {
         // handler's current one; nothing waits for room in it either.
         self.acks.lock().clear();
         self.detached.cancel();
-    }
-}
-
-/// Interest-set changes per handler, collected while applying changes under
-/// the state lock and sent before it is released (so they keep their order).
-#[derive(Default)]
-struct InterestUpdates {
-    by_handler: BTreeMap<Arc<str>, InterestUpdate>,
-}
-
-impl InterestUpdates {
-    /// Records how `filter` moving from holders `before` to its current holders
-    /// changes each attached handler's interest: a handler is interested in a
-    /// filter some *other* handler holds.
-    fn diff(&mut self, state: &State, filter: &Arc<str>, before: &[Arc<str>]) {
-        let after = state.index.holders(filter);
-        if after == before {
-            return;
-        }
-        for handler in state.handlers.keys() {
-            let was = before.iter().any(|h| h != handler);
-            let is = after.iter().any(|h| h != handler);
-            if was == is {
-                continue;
-            }
-            let update = self.by_handler.entry(handler.clone()).or_default();
-            if is {
-                update.added.push(filter.to_string());
-            } else {
-                update.removed.push(filter.to_string());
-            }
-        }
-    }
-
-    fn send(self, state: &State) {
-        for (handler, update) in self.by_handler {
-            if let Some(link) = state.handlers.get(&handler) {
-                let _ = link.control.send(interest_message(update));
-            }
-        }
-    }
-}
-
-fn interest_message(update: InterestUpdate) -> DistributorMessage {
-    DistributorMessage {
-        kind: Some(distributor_message::Kind::InterestUpdate(update)),
     }
 }
 
