@@ -134,6 +134,10 @@ pub struct EngineFlags {
     /// Redis server, e.g. `redis://127.0.0.1:6379/`.
     #[arg(long, env = "THRONG_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Device publishes queued towards one distributor before QoS 0 ones are
+    /// dropped and publishers stop being read until it drains to half.
+    #[arg(long, env = "THRONG_FORWARD_QUEUE_LIMIT", default_value_t = 16 * 1024)]
+    pub forward_queue_limit: usize,
 }
 
 impl EngineFlags {
@@ -154,6 +158,7 @@ impl EngineFlags {
             shutdown_grace: self.shutdown_grace,
             uplink_filters: self.uplink_filters.clone(),
             redis_url: self.redis_url.clone(),
+            forward_queue_limit: self.forward_queue_limit,
             ..HandlerConfig::default()
         }
     }

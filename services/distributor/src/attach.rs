@@ -54,8 +54,10 @@ impl Distributor for AttachService {
                         Some(handler_message::Kind::SubscriptionDelta(delta)) => {
                             attachment.apply_delta(delta);
                         }
+                        // May wait for room towards a slow handler (QoS 1/2):
+                        // this stream then backs up to the publishing handler.
                         Some(handler_message::Kind::Forward(forward)) => {
-                            attachment.forward(forward)
+                            attachment.forward(forward).await
                         }
                         Some(handler_message::Kind::Ack(ack)) => attachment.ack(ack),
                         Some(handler_message::Kind::Hello(_)) | None => {

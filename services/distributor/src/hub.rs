@@ -1,12 +1,13 @@
 //! The hub: the handlers attached to this distributor, the cluster subscription
-//! index their deltas build, the cluster's retained messages, and the routing of
-//! every message to the handlers that need it.
+//! index their deltas build (interest updates from it: `interest`), the
+//! cluster's retained messages (`retained`), and the routing of every message to
+//! the handlers that need it.
 //!
 //! Two kinds of traffic go through it:
 //! - device publishes a handler forwards (`route_forward`): sent to the other
-//!   handlers with a match without waiting for acks (at most once across this hop);
-//!   a full handler channel drops the copy and counts it, so one slow handler never
-//!   stalls the others;
+//!   handlers with a match without waiting for acks. QoS 1/2 waits for room in a
+//!   full handler channel (backpressure reaches the publishing handler through
+//!   its attach stream), QoS 0 is dropped and counted;
 //! - server-to-device messages from the ingest API or the downlink stream
 //!   (`deliver`): sent with a delivery id, and the outcome is the handlers' acks.
 
@@ -22,9 +23,12 @@ use throng_proto::v1::{
 };
 use throng_ring::{Member, Ring};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::index::{Change, ClusterIndex, Op};
+use crate::interest::{InterestUpdates, interest_message};
 use crate::metrics::{DistributorMetrics, OutcomeLabel, RouteKind};
+use crate::retained::RetainedStore;
 
 /// Hub settings.
 #[derive(Debug, Clone)]
@@ -85,34 +89,38 @@ impl Outcome {
     }
 }
 
-/// How long a cleared retained message is remembered as cleared.
-const TOMBSTONE_MS: i64 = 24 * 60 * 60 * 1000;
-
 type AckWaiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Ack>>>>;
 
 /// One attached handler's stream.
 #[derive(Clone)]
 struct Link {
     attach_id: u64,
-    /// Deliveries: bounded, so server-to-device senders wait and device
-    /// forwards are dropped when the handler falls behind.
+    /// Deliveries: bounded, so server-to-device senders and QoS 1/2 device
+    /// forwards wait, and QoS 0 device forwards are dropped, when the handler
+    /// falls behind.
     tx: mpsc::Sender<DistributorMessage>,
     /// Interest updates: small, never dropped, sent in order under the state lock.
     control: mpsc::UnboundedSender<DistributorMessage>,
     acks: AckWaiters,
+    /// Cancelled when this stream is detached or replaced: a sender waiting for
+    /// room in `tx` gives up, and `Outbound` ends (dropping the receiver).
+    detached: CancellationToken,
 }
 
 /// What the hub sends one attached handler: interest updates first, then deliveries.
 pub struct Outbound {
     control: mpsc::UnboundedReceiver<DistributorMessage>,
     deliveries: mpsc::Receiver<DistributorMessage>,
+    detached: CancellationToken,
 }
 
 impl Outbound {
-    /// The next message; `None` once the handler is detached and all is drained.
+    /// The next message; `None` once the handler is detached (what is still
+    /// queued is dropped with the receiver, so no sender waits on it).
     pub async fn recv(&mut self) -> Option<DistributorMessage> {
         tokio::select! {
             biased;
+            () = self.detached.cancelled() => None,
             Some(message) = self.control.recv() => Some(message),
             message = self.deliveries.recv() => message,
         }
@@ -131,8 +139,19 @@ impl Outbound {
 struct State {
     index: ClusterIndex,
     handlers: BTreeMap<Arc<str>, Link>,
-    /// The cluster's retained messages by topic; an empty payload is a tombstone.
-    retained: HashMap<String, Message>,
+    retained: RetainedStore,
+}
+
+impl State {
+    /// Sends interest updates; called before the state lock is released, so
+    /// they keep their order.
+    fn send_interest(&self, updates: InterestUpdates) {
+        for (handler, update) in updates.into_updates() {
+            if let Some(link) = self.handlers.get(&handler) {
+                let _ = link.control.send(interest_message(update));
+            }
+        }
+    }
 }
 
 pub struct Hub {
@@ -153,6 +172,7 @@ pub struct Attachment {
     handler: Arc<str>,
     attach_id: u64,
     acks: AckWaiters,
+    detached: CancellationToken,
 }
 
 impl Hub {
@@ -190,11 +210,13 @@ impl Hub {
         let (tx, deliveries) = mpsc::channel(self.config.handler_channel);
         let (control_tx, control) = mpsc::unbounded_channel();
         let acks = AckWaiters::default();
+        let detached = CancellationToken::new();
         let link = Link {
             attach_id,
             tx: tx.clone(),
             control: control_tx,
             acks: acks.clone(),
+            detached: detached.clone(),
         };
         let retained: Vec<Message> = {
             let mut state = self.state.write();
@@ -206,18 +228,17 @@ impl Hub {
             let _ = link.control.send(interest_message(interest));
             match state.handlers.insert(handler.clone(), link) {
                 // The old stream is stale: deliveries waiting for its acks fail
-                // now (and are retried) instead of at the ack timeout.
-                Some(old) => old.acks.lock().clear(),
+                // now (and are retried) instead of at the ack timeout, and
+                // forwards waiting for room in it give up.
+                Some(old) => {
+                    old.acks.lock().clear();
+                    old.detached.cancel();
+                }
                 None => {
                     self.metrics.handlers.inc();
                 }
             }
-            let now = unix_ms();
-            state.retained.retain(|_, message| {
-                !message.payload.is_empty()
-                    || now.saturating_sub(message.published_at_unix_ms) < TOMBSTONE_MS
-            });
-            state.retained.values().cloned().collect()
+            state.retained.snapshot(unix_ms())
         };
         tracing::info!(handler = %handler, retained = retained.len(), "handler attached");
         tokio::spawn(async move {
@@ -238,12 +259,14 @@ impl Hub {
             handler,
             attach_id,
             acks,
+            detached: detached.clone(),
         };
         (
             attachment,
             Outbound {
                 control,
                 deliveries,
+                detached,
             },
         )
     }
@@ -264,9 +287,9 @@ impl Hub {
         state.index.remove_handler(handler);
         let mut updates = InterestUpdates::default();
         for (filter, before) in filters.iter().zip(before) {
-            updates.diff(&state, filter, &before);
+            updates.diff(&state.index, state.handlers.keys(), filter, &before);
         }
-        updates.send(&state);
+        state.send_interest(updates);
         drop(state);
         self.metrics.handlers.dec();
         tracing::info!(handler = %handler, "handler detached");
@@ -321,13 +344,17 @@ impl Hub {
         }
         let mut updates = InterestUpdates::default();
         for (filter, before) in touched.iter().zip(before) {
-            updates.diff(&state, filter, &before);
+            updates.diff(&state.index, state.handlers.keys(), filter, &before);
         }
-        updates.send(&state);
+        state.send_interest(updates);
     }
 
-    /// Routes a device publish forwarded by handler `from`.
-    fn route_forward(&self, from: &Arc<str>, forward: Forward) {
+    /// Routes a device publish forwarded by handler `from`. QoS 1/2 waits for
+    /// room in each target's channel, so the caller (`from`'s stream reader)
+    /// stops reading and `from`'s stream backs up; QoS 0 is dropped on a full
+    /// channel. No cycle can form: what is waited on is a handler's receive
+    /// loop, which never waits on anything towards a distributor.
+    async fn route_forward(&self, from: &Arc<str>, forward: Forward) {
         let Some(message) = forward.message else {
             return;
         };
@@ -347,9 +374,20 @@ impl Hub {
                 share_groups: shares,
                 retained_sync: false,
             };
-            if link.tx.try_send(wrap(delivery)).is_err() {
+            if message.qos == 0 {
+                if link.tx.try_send(wrap(delivery)).is_err() {
+                    self.metrics.forward_dropped.inc();
+                    tracing::debug!(handler = %handler, topic = %message.topic, "handler channel full, qos 0 device publish dropped");
+                }
+                continue;
+            }
+            let sent = tokio::select! {
+                sent = link.tx.send(wrap(delivery)) => sent.is_ok(),
+                () = link.detached.cancelled() => false,
+            };
+            if !sent {
                 self.metrics.forward_dropped.inc();
-                tracing::debug!(handler = %handler, topic = %message.topic, "handler channel full, device publish dropped");
+                tracing::debug!(handler = %handler, topic = %message.topic, "handler detached, device publish dropped");
             }
         }
     }
@@ -394,23 +432,8 @@ impl Hub {
             .collect()
     }
 
-    /// Stores (or clears, with an empty payload) a retained message; the newest
-    /// `published_at_unix_ms` wins, so a handler replaying old ones on attach
-    /// never overwrites a newer one. A clear is kept as a tombstone (an empty
-    /// message) for `TOMBSTONE_MS`, so a handler that missed it while cut off
-    /// neither brings the old message back nor keeps serving it.
     fn store_retained(&self, message: &Message) {
-        let mut state = self.state.write();
-        if let Some(held) = state.retained.get(&message.topic)
-            && held.published_at_unix_ms > message.published_at_unix_ms
-        {
-            return;
-        }
-        let mut stored = message.clone();
-        if stored.payload.is_empty() {
-            stored.retain = true;
-        }
-        state.retained.insert(message.topic.clone(), stored);
+        self.state.write().retained.store(message);
     }
 
     /// Delivers a server-to-device message and reports what became of it.
@@ -584,8 +607,10 @@ impl Attachment {
         self.hub.apply_delta(&self.handler, delta);
     }
 
-    pub fn forward(&self, forward: Forward) {
-        self.hub.route_forward(&self.handler, forward);
+    /// Routes a device publish; waits while a target handler's channel is full
+    /// (QoS 1/2).
+    pub async fn forward(&self, forward: Forward) {
+        self.hub.route_forward(&self.handler, forward).await;
     }
 
     /// Completes the delivery the ack is for; acks for unknown ids (timed out,
@@ -601,54 +626,9 @@ impl Drop for Attachment {
     fn drop(&mut self) {
         self.hub.detach(&self.handler, self.attach_id);
         // No ack comes on this stream any more, whether or not it was still the
-        // handler's current one.
+        // handler's current one; nothing waits for room in it either.
         self.acks.lock().clear();
-    }
-}
-
-/// Interest-set changes per handler, collected while applying changes under
-/// the state lock and sent before it is released (so they keep their order).
-#[derive(Default)]
-struct InterestUpdates {
-    by_handler: BTreeMap<Arc<str>, InterestUpdate>,
-}
-
-impl InterestUpdates {
-    /// Records how `filter` moving from holders `before` to its current holders
-    /// changes each attached handler's interest: a handler is interested in a
-    /// filter some *other* handler holds.
-    fn diff(&mut self, state: &State, filter: &Arc<str>, before: &[Arc<str>]) {
-        let after = state.index.holders(filter);
-        if after == before {
-            return;
-        }
-        for handler in state.handlers.keys() {
-            let was = before.iter().any(|h| h != handler);
-            let is = after.iter().any(|h| h != handler);
-            if was == is {
-                continue;
-            }
-            let update = self.by_handler.entry(handler.clone()).or_default();
-            if is {
-                update.added.push(filter.to_string());
-            } else {
-                update.removed.push(filter.to_string());
-            }
-        }
-    }
-
-    fn send(self, state: &State) {
-        for (handler, update) in self.by_handler {
-            if let Some(link) = state.handlers.get(&handler) {
-                let _ = link.control.send(interest_message(update));
-            }
-        }
-    }
-}
-
-fn interest_message(update: InterestUpdate) -> DistributorMessage {
-    DistributorMessage {
-        kind: Some(distributor_message::Kind::InterestUpdate(update)),
+        self.detached.cancel();
     }
 }
 

@@ -6,6 +6,8 @@
 //!
 //! - `index`: which handler subscribes to what (`ClusterIndex`).
 //! - `hub`: attached handlers, routing and acks.
+//! - `interest`: the interest-set changes the hub sends handlers.
+//! - `retained`: the cluster's retained messages (newest wins, tombstones).
 //! - `attach`: the `Distributor.Attach` gRPC service.
 //! - `ingest`: the `Ingest` gRPC service.
 //! - `downlink`: the Redis Streams consumer of the upstream queue.
@@ -16,7 +18,9 @@ pub mod downlink;
 pub mod hub;
 pub mod index;
 mod ingest;
+mod interest;
 mod metrics;
+mod retained;
 
 use std::sync::Arc;
 

@@ -164,18 +164,13 @@ impl Fake {
         );
     }
 
+    /// Forwards a device publish; it must not have to wait (room everywhere).
     fn forward(&self, message: Message) {
-        self.attachment.forward(Forward {
-            message: Some(message),
-            retain_copy: false,
-        });
+        forward_now(&self.attachment, Some(message), false);
     }
 
     fn retain_copy(&self, message: Message) {
-        self.attachment.forward(Forward {
-            message: Some(message),
-            retain_copy: true,
-        });
+        forward_now(&self.attachment, Some(message), true);
     }
 
     fn ack(&self, delivery_id: u64, outcome: AckOutcome, reason: &str) {
@@ -185,6 +180,18 @@ impl Fake {
             reason: reason.to_owned(),
         });
     }
+}
+
+/// Runs a forward that must not wait (outside tokio's cooperative budget,
+/// which would make a ready channel look full after many operations).
+fn forward_now(attachment: &Attachment, message: Option<Message>, retain_copy: bool) {
+    let forward = attachment.forward(Forward {
+        message,
+        retain_copy,
+    });
+    tokio::task::unconstrained(forward)
+        .now_or_never()
+        .expect("forward done without waiting");
 }
 
 fn as_delivery(id: &str, message: DistributorMessage) -> Delivery {
@@ -436,10 +443,112 @@ async fn forwards_go_to_the_other_matching_handlers_only() {
         fake.assert_nothing();
     }
     // A forward without a message is ignored.
-    a.attachment.forward(Forward::default());
+    forward_now(&a.attachment, None, false);
     for fake in [&mut a, &mut b, &mut c, &mut d] {
         fake.assert_nothing();
     }
+}
+
+/// A hub whose handler channels hold `capacity` messages, with handlers "a"
+/// (the publisher) and "b" (subscribed to `t`), their first messages drained.
+fn full_channel_setup(capacity: usize) -> (Arc<Hub>, Fake, Fake) {
+    let config = HubConfig {
+        handler_channel: capacity,
+        ..HubConfig::default()
+    };
+    let (hub, _ring) = hub_with(config, &[]);
+    let (mut a, _) = Fake::attach_expect_interest(&hub, "a");
+    let (mut b, _) = Fake::attach_expect_interest(&hub, "b");
+    b.add("t");
+    a.drain();
+    b.drain();
+    (hub, a, b)
+}
+
+/// Forwards `message` from `from` in a task: it may wait for room.
+fn spawn_forward(from: &Arc<Fake>, message: Message) -> JoinHandle<()> {
+    let from = from.clone();
+    tokio::spawn(async move {
+        from.attachment
+            .forward(Forward {
+                message: Some(message),
+                retain_copy: false,
+            })
+            .await;
+    })
+}
+
+fn qos0(topic: &str, payload: &str) -> Message {
+    Message {
+        qos: 0,
+        ..message(topic, payload)
+    }
+}
+
+#[tokio::test]
+async fn qos1_forwards_wait_for_room_and_qos0_ones_are_dropped() {
+    let (hub, a, mut b) = full_channel_setup(2);
+    a.forward(message("t", "1"));
+    a.forward(message("t", "2"));
+    // The channel is full: QoS 0 is dropped at once and counted ...
+    a.forward(qos0("t", "dropped"));
+    assert_eq!(hub.metrics().forward_dropped.get(), 1);
+    // ... QoS 1 waits for room instead of being dropped.
+    let a = Arc::new(a);
+    let waiting = spawn_forward(&a, message("t", "3"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "a qos 1 forward must wait for room");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let delivery = b.next_delivery().await;
+        got.push(String::from_utf8(delivery.message.unwrap().payload.to_vec()).unwrap());
+    }
+    assert_eq!(got, ["1", "2", "3"]);
+    timeout(WAIT, waiting)
+        .await
+        .expect("sent once there was room")
+        .unwrap();
+    assert_eq!(hub.metrics().forward_dropped.get(), 1);
+    b.assert_quiet().await;
+}
+
+#[tokio::test]
+async fn a_forward_waiting_on_a_handler_that_detaches_gives_up() {
+    let (hub, a, b) = full_channel_setup(1);
+    a.forward(message("t", "1"));
+    let a = Arc::new(a);
+    let waiting = spawn_forward(&a, message("t", "2"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished());
+    // Only the attachment goes (the stream reader ended); the response stream,
+    // with the receiver, is still held by someone.
+    let Fake {
+        attachment, out, ..
+    } = b;
+    drop(attachment);
+    timeout(WAIT, waiting)
+        .await
+        .expect("no wait after detach")
+        .unwrap();
+    assert_eq!(hub.metrics().forward_dropped.get(), 1);
+    drop(out);
+}
+
+#[tokio::test]
+async fn a_forward_waiting_on_a_replaced_stream_gives_up() {
+    let (hub, a, b) = full_channel_setup(1);
+    a.forward(message("t", "1"));
+    let a = Arc::new(a);
+    let waiting = spawn_forward(&a, message("t", "2"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished());
+    // "b" attaches again before its old stream is noticed gone.
+    let (_new_b, _) = Fake::attach_expect_interest(&hub, "b");
+    timeout(WAIT, waiting)
+        .await
+        .expect("no wait after replacement")
+        .unwrap();
+    drop(b);
 }
 
 #[tokio::test]

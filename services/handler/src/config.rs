@@ -38,6 +38,10 @@ pub struct HandlerConfig {
     pub uplink_filters: Vec<String>,
     /// Redis holding the uplink stream, e.g. `redis://127.0.0.1:6379/`.
     pub redis_url: Option<String>,
+    /// Device publishes queued towards one distributor beyond which QoS 0 ones
+    /// are dropped (counted) and publishing connections stop reading until the
+    /// queue drains to half of it. QoS 1/2 ones are never dropped for it.
+    pub forward_queue_limit: usize,
 }
 
 impl Default for HandlerConfig {
@@ -60,6 +64,7 @@ impl Default for HandlerConfig {
             shutdown_grace: Duration::from_secs(10),
             uplink_filters: Vec::new(),
             redis_url: None,
+            forward_queue_limit: 16 * 1024,
         }
     }
 }
@@ -78,6 +83,9 @@ impl HandlerConfig {
         }
         if self.max_connections == 0 {
             return Err("max connections must be at least 1".into());
+        }
+        if self.forward_queue_limit < 2 {
+            return Err("forward queue limit must be at least 2".into());
         }
         if self.connect_timeout.is_zero() {
             return Err("connect timeout must be positive".into());

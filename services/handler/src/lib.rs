@@ -115,6 +115,11 @@ impl Handler {
         self.broker.cluster.attached()
     }
 
+    /// Device publishes queued towards the distributors, all streams together.
+    pub fn forward_queued(&self) -> usize {
+        self.broker.cluster.forward_queued()
+    }
+
     pub fn id(&self) -> &str {
         &self.broker.config.id
     }

@@ -36,12 +36,16 @@ pub enum DropReason {
     NotAuthorized,
     /// Not appended to the uplink stream: its buffer was full (Redis slow or down).
     UplinkFull,
-    /// Not forwarded to a distributor: its channel was full (other handlers miss it).
+    /// QoS 0 not forwarded to a distributor: its queue was over the forward
+    /// limit (other handlers miss it). QoS 1/2 is never dropped for this.
     ForwardFull,
+    /// Not forwarded to a distributor: its stream had just ended (other handlers
+    /// miss it; a QoS 1/2 publisher is told so in a v5 PUBACK/PUBREC).
+    ForwardClosed,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 7] = [
+    const ALL: [DropReason; 8] = [
         DropReason::Offline,
         DropReason::QueueFull,
         DropReason::Expired,
@@ -49,6 +53,7 @@ impl DropReason {
         DropReason::NotAuthorized,
         DropReason::UplinkFull,
         DropReason::ForwardFull,
+        DropReason::ForwardClosed,
     ];
 
     fn label(self) -> &'static str {
@@ -60,6 +65,7 @@ impl DropReason {
             DropReason::NotAuthorized => "not_authorized",
             DropReason::UplinkFull => "uplink_full",
             DropReason::ForwardFull => "forward_full",
+            DropReason::ForwardClosed => "forward_closed",
         }
     }
 }
@@ -78,6 +84,9 @@ pub struct HandlerMetrics {
     pub forwarded: Counter,
     /// Distributors this handler has an attach stream to.
     pub distributors: Gauge,
+    /// Times a publishing connection stopped reading because its forwards'
+    /// distributor stream was over the forward limit.
+    pub forward_paused: Counter,
     /// Connections closed after CONNECT, by why they closed.
     pub disconnects: Family<ReasonLabel, Counter>,
 }
@@ -156,6 +165,11 @@ impl HandlerMetrics {
             "throng_handler_distributors",
             "Distributors this handler is attached to",
             self.distributors.clone(),
+        );
+        registry.register(
+            "throng_handler_forward_paused",
+            "Times a publishing connection stopped reading until a distributor stream drained",
+            self.forward_paused.clone(),
         );
         registry.register(
             "throng_handler_disconnects",

@@ -64,9 +64,10 @@ impl ConnSignal {
         self.expired.load(Ordering::Acquire)
     }
 
-    /// Takes back an expiry the connection found to be false (the client was heard
-    /// from after all); the caller files the connection with the wheel again.
-    pub fn revive(&self) {
+    /// Withdraws an expiry: the client was heard from after all, or was not read
+    /// by the handler's choice. The caller files the connection with the wheel again.
+    pub fn revive(&self, now_ms: u64) {
+        self.touch(now_ms);
         self.expired.store(false, Ordering::Release);
     }
 

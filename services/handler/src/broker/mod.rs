@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 use prometheus_client::metrics::gauge::Gauge;
-use throng_codec::SubscriptionOptions;
+use throng_codec::{QoS, SubscriptionOptions, reason};
 use throng_downlink::{UplinkEntry, UplinkWriter};
 use throng_topic::{RetainedIndex, SubscriptionIndex};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ForwardQueue};
 use crate::config::HandlerConfig;
 use crate::message::Message;
 use crate::metrics::{DropReason, HandlerMetrics};
@@ -66,6 +66,49 @@ pub struct Broker {
     uplink: Option<Uplink>,
 }
 
+/// What became of a device publish (`Broker::publish_everywhere`).
+pub struct Published {
+    /// Local sessions it was queued to.
+    pub queued: usize,
+    pub forward: Forward,
+    /// The forward queue the publisher must wait on before reading more: it is
+    /// over its limit.
+    pub backpressure: Option<Arc<ForwardQueue>>,
+}
+
+/// Whether a publish went to a distributor for other handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// No other handler wants it (by the interest set), or no distributor is attached.
+    NotNeeded,
+    Sent,
+    /// Needed, but not sent: QoS 0 over the forward limit, or the stream had ended.
+    Lost,
+}
+
+impl Published {
+    fn local(queued: usize) -> Published {
+        Published {
+            queued,
+            forward: Forward::NotNeeded,
+            backpressure: None,
+        }
+    }
+
+    /// The PUBACK/PUBREC reason code (v5). "No matching subscribers" only when
+    /// nothing here matched and no other handler wants the topic; a forward that
+    /// was needed and lost is an error, whatever was delivered locally, so that
+    /// the publisher does not take it for delivered.
+    pub fn reason(&self) -> u8 {
+        match self.forward {
+            Forward::Lost => reason::UNSPECIFIED_ERROR,
+            Forward::Sent => reason::SUCCESS,
+            Forward::NotNeeded if self.queued == 0 => reason::NO_MATCHING_SUBSCRIBERS,
+            Forward::NotNeeded => reason::SUCCESS,
+        }
+    }
+}
+
 /// Where device publishes matching `filters` are copied for backends.
 pub struct Uplink {
     pub filters: Vec<String>,
@@ -82,7 +125,7 @@ impl Broker {
     ) -> Arc<Broker> {
         let online = metrics.sessions("online");
         let offline = metrics.sessions("offline");
-        let cluster = Cluster::new(&config.id);
+        let cluster = Cluster::new(&config.id, config.forward_queue_limit);
         let broker = Arc::new(Broker {
             config,
             metrics,
@@ -107,30 +150,43 @@ impl Broker {
     /// Routes a message published by a client of this handler (or its will): to the
     /// local subscribers, and to one distributor when another handler may need it
     /// (see `Cluster::needs_forward`). Shared subscriptions are picked cluster-wide
-    /// by the distributor while one is attached, here otherwise. Returns the local
-    /// sessions it was queued to, plus one when it was forwarded.
-    pub fn publish_everywhere(&self, message: Arc<Message>) -> usize {
+    /// by the distributor while one is attached, here otherwise.
+    pub fn publish_everywhere(&self, message: Arc<Message>) -> Published {
         if message.retain {
             self.store_retained(&message);
         }
         let Some(link) = self.cluster.pick(&message.topic) else {
-            return self.route(&message, true, Shares::All).queued;
+            return Published::local(self.route(&message, true, Shares::All).queued);
         };
         let routed = self.route(&message, true, Shares::Skip);
         if !self
             .cluster
             .needs_forward(&link, &message, routed.shared_matched)
         {
-            return routed.queued;
+            return Published::local(routed.queued);
         }
-        if self.cluster.forward(&link, &message) {
+        let forwarded = self.cluster.forward(&link, &message);
+        if forwarded.sent {
             self.metrics.forwarded.inc();
-            return routed.queued + 1;
+            return Published {
+                queued: routed.queued,
+                forward: Forward::Sent,
+                backpressure: forwarded.backpressure,
+            };
         }
-        self.metrics.dropped(DropReason::ForwardFull);
-        tracing::debug!(topic = %message.topic, distributor = %link.id, "forward channel full, publish not forwarded");
+        if message.qos == QoS::AtMostOnce {
+            self.metrics.dropped(DropReason::ForwardFull);
+            tracing::debug!(topic = %message.topic, distributor = %link.id, "forward queue full, qos 0 publish not forwarded");
+        } else {
+            self.metrics.dropped(DropReason::ForwardClosed);
+            tracing::debug!(topic = %message.topic, distributor = %link.id, "distributor stream ended, publish not forwarded");
+        }
         // Other handlers miss this one; local shared subscriptions still get it.
-        routed.queued + self.route(&message, false, Shares::All).queued
+        Published {
+            queued: routed.queued + self.route(&message, false, Shares::All).queued,
+            forward: Forward::Lost,
+            backpressure: forwarded.backpressure,
+        }
     }
 
     /// Copies a device publish to the uplink stream when its topic matches an

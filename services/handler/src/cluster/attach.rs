@@ -4,7 +4,6 @@
 //! messages; then it serves the distributor's deliveries and interest updates.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use super::{DistributorLink, to_wire};
+use super::{DistributorLink, ForwardQueue, to_wire};
 use crate::broker::Broker;
 
 /// Largest gRPC message sent or received.
@@ -118,12 +117,15 @@ async fn attach_once(
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE);
 
+    let Some(forward_limit) = broker.upgrade().map(|b| b.cluster.forward_limit) else {
+        return Ok(false);
+    };
     let (outbound_tx, outbound_rx) = mpsc::unbounded_channel();
-    let queued_forwards = Arc::new(AtomicUsize::new(0));
+    let forwards = Arc::new(ForwardQueue::new(forward_limit));
     let link = Arc::new(DistributorLink {
         id: id.clone(),
         outbound: outbound_tx,
-        queued_forwards: queued_forwards.clone(),
+        forwards: forwards.clone(),
         interest: Default::default(),
     });
     {
@@ -149,11 +151,14 @@ async fn attach_once(
             retain_copy: false, ..
         })) = &message.kind
         {
-            queued_forwards.fetch_sub(1, Ordering::Relaxed);
+            forwards.taken();
         }
         message
     });
     let result = serve(broker, &link, &mut client, outbound, stop).await;
+    // Nothing drains this queue any more: publishers paused on it go on (their
+    // next publishes go to the remaining distributors, or fail on this link).
+    link.forwards.close();
     if let Some(broker) = broker.upgrade() {
         broker.cluster.remove_link(&link);
         broker

@@ -3,18 +3,21 @@
 //! (`feed`), the choice of the distributor a device publish is forwarded to and
 //! whether it needs forwarding at all (the interest set), the conversion of
 //! messages to and from the wire (`convert`), and the recent message ids that let
-//! a redelivered downlink message be dropped (`recent`).
+//! a redelivered downlink message be dropped (`recent`), and the backpressure a
+//! stream's forward queue puts on publishers (`backpressure`).
 
 mod attach;
+mod backpressure;
 mod convert;
 mod recent;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
+use throng_codec::QoS;
 use throng_proto::v1::{
     Forward, HandlerMessage, InterestUpdate, SubscriptionChange, SubscriptionDelta, SubscriptionOp,
     handler_message,
@@ -23,23 +26,22 @@ use throng_topic::SubscriptionIndex;
 use tokio::sync::mpsc;
 
 pub use attach::spawn_supervisor;
+pub use backpressure::ForwardQueue;
 pub use convert::{from_wire, to_wire};
 pub use recent::RecentIds;
 
 use crate::message::Message;
-
-/// Device publishes queued towards one distributor before new ones are dropped.
-const FORWARD_LIMIT: usize = 16 * 1024;
 
 /// One attached distributor stream.
 pub struct DistributorLink {
     pub id: Arc<str>,
     /// Everything, in order (a subscription change is never overtaken by a
     /// publish that depends on it). Never waited on: Hello, deltas and acks are
-    /// never dropped; device publishes beyond `FORWARD_LIMIT` queued are.
+    /// never dropped; beyond the forward limit QoS 0 device publishes are, and
+    /// the publishers are paused (see `backpressure`).
     outbound: mpsc::UnboundedSender<HandlerMessage>,
     /// Device publishes queued in `outbound`, decremented as the stream takes them.
-    queued_forwards: Arc<AtomicUsize>,
+    forwards: Arc<ForwardQueue>,
     /// Filters other handlers subscribe to; `None` until the first update, and
     /// then every publish is forwarded.
     interest: RwLock<Option<SubscriptionIndex<(), ()>>>,
@@ -104,11 +106,24 @@ pub struct Cluster {
     pub recent: Mutex<RecentIds>,
     next_message: AtomicU64,
     hasher: RandomState,
+    /// Device publishes queued towards one distributor before QoS 0 ones are
+    /// dropped and publishers are paused.
+    forward_limit: usize,
+}
+
+/// What became of a device publish that had to go to a distributor.
+#[derive(Clone)]
+pub struct Forwarded {
+    /// Queued on the stream (false: a QoS 0 publish over the limit, or the stream had ended).
+    pub sent: bool,
+    /// Set when the publisher must stop reading until this queue drains.
+    pub backpressure: Option<Arc<ForwardQueue>>,
 }
 
 impl Cluster {
-    pub fn new(handler_id: &str) -> Cluster {
+    pub fn new(handler_id: &str, forward_limit: usize) -> Cluster {
         Cluster {
+            forward_limit,
             handler_id: Arc::from(handler_id),
             generation: throng_downlink::unix_ms(),
             feed: Mutex::default(),
@@ -121,6 +136,11 @@ impl Cluster {
 
     pub fn attached(&self) -> usize {
         self.links.read().len()
+    }
+
+    /// Device publishes queued on the attached streams.
+    pub fn forward_queued(&self) -> usize {
+        self.links.read().iter().map(|l| l.forwards.queued()).sum()
     }
 
     /// A session subscribed to `filter` (in `group`); tells the distributors when
@@ -200,10 +220,11 @@ impl Cluster {
         message.retain || shared_matched || link.interested(&message.topic)
     }
 
-    /// Queues a device publish on `link`; false when its channel is full.
+    /// Queues a device publish on `link`. QoS 1/2 always goes (the publisher is
+    /// paused while the queue is over its limit); QoS 0 is dropped beyond it.
     /// A retained publish is also copied to every other distributor, which only
     /// stores it.
-    pub fn forward(&self, link: &DistributorLink, message: &Message) -> bool {
+    pub fn forward(&self, link: &DistributorLink, message: &Message) -> Forwarded {
         let seq = self.next_message.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{}-{seq}", self.handler_id, self.generation);
         let wire = to_wire(message, id);
@@ -217,9 +238,13 @@ impl Cluster {
                 }
             }
         }
-        if link.queued_forwards.fetch_add(1, Ordering::Relaxed) >= FORWARD_LIMIT {
-            link.queued_forwards.fetch_sub(1, Ordering::Relaxed);
-            return false;
+        let admission = link.forwards.admit(message.qos == QoS::AtMostOnce);
+        let backpressure = admission.pause.then(|| link.forwards.clone());
+        if !admission.queue {
+            return Forwarded {
+                sent: false,
+                backpressure,
+            };
         }
         let forward = HandlerMessage {
             kind: Some(handler_message::Kind::Forward(Forward {
@@ -227,7 +252,11 @@ impl Cluster {
                 retain_copy: false,
             })),
         };
-        link.outbound.send(forward).is_ok()
+        let sent = link.outbound.send(forward).is_ok();
+        if !sent {
+            link.forwards.cancel();
+        }
+        Forwarded { sent, backpressure }
     }
 }
 

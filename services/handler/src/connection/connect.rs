@@ -351,6 +351,8 @@ async fn accept(
         client_topic_alias_maximum: props.topic_alias_maximum.unwrap_or(0),
         session_expiry_was_zero: expiry == 0,
         aliases: None,
+        forward_wait: None,
+        forward_episode: 0,
     };
     broker.keepalive.track(&conn.signal);
     let mut out = io::take_output(&mut conn.pending_write);

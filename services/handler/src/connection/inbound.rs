@@ -119,13 +119,12 @@ impl Connection {
                 origin: Some(self.session.client_id.clone()),
                 published_at_ms: throng_downlink::unix_ms(),
             });
-            let matched = self.broker.publish_everywhere(message.clone());
+            let published = self.broker.publish_everywhere(message.clone());
             self.broker.uplink(&self.session.client_id, &message);
-            if matched == 0 {
-                reason::NO_MATCHING_SUBSCRIBERS
-            } else {
-                reason::SUCCESS
+            if let Some(queue) = published.backpressure.clone() {
+                self.wait_for_forwards(queue);
             }
+            published.reason()
         } else {
             tracing::debug!(topic = %topic, "publish refused by acl");
             self.broker.metrics.dropped(DropReason::NotAuthorized);

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::broker::Departure;
+use crate::cluster::ForwardQueue;
 use crate::session::{ConnSignal, Session};
 
 pub use connect::ConnectMeta;
@@ -64,6 +65,11 @@ pub(crate) struct Connection {
     session_expiry_was_zero: bool,
     /// Boxed: an idle connection pays one pointer, not two empty maps.
     aliases: Option<Box<outbound::Aliases>>,
+    /// The distributor stream a publish of ours found over its forward limit:
+    /// no reading until it drains (`forward_gate_open`). `None` at rest.
+    forward_wait: Option<Arc<ForwardQueue>>,
+    /// The pause episode our waker is registered for on `forward_wait`; 0: none.
+    forward_episode: u32,
 }
 
 /// Serves one accepted socket: runs the CONNECT phase in this task, then hands the
@@ -152,12 +158,18 @@ impl Connection {
             self.signal.register(cx.waker());
             let mut progressed = false;
             let mut step = Ok(());
+            if self.forward_wait.is_some() && self.signal.expired() {
+                // Silent because we stopped reading it, not because it went away.
+                self.signal.revive(self.broker.keepalive.now_ms());
+                self.broker.keepalive.track(&self.signal);
+            }
             if self.signal.take_woken() || self.signal.kicked().is_some() || self.signal.expired() {
                 step = self.on_wake();
                 progressed = true;
             }
             if step.is_ok()
                 && self.pending_write.len() < WRITE_HIGH_WATER
+                && self.forward_gate_open(cx)
                 && let Poll::Ready(ready) = self.stream.poll_read_ready(cx)
             {
                 step = ready
@@ -186,6 +198,42 @@ impl Connection {
         Poll::Pending
     }
 
+    /// Whether reading may go on: not while a distributor stream our publishes
+    /// went to is over its forward limit. The waker is registered with the
+    /// queue once per pause episode and woken when it drains below low water.
+    fn forward_gate_open(&mut self, cx: &Context<'_>) -> bool {
+        let Some(queue) = &self.forward_wait else {
+            return true;
+        };
+        match queue.wait(cx.waker(), self.forward_episode) {
+            Some(episode) => {
+                if episode != self.forward_episode {
+                    self.broker.metrics.forward_paused.inc();
+                    self.forward_episode = episode;
+                }
+                false
+            }
+            None => {
+                self.forward_wait = None;
+                self.forward_episode = 0;
+                true
+            }
+        }
+    }
+
+    /// Called when a publish met a forward queue over its limit: reading stops
+    /// after the bytes already read (`on_readable` reads no further this wake).
+    pub(super) fn wait_for_forwards(&mut self, queue: Arc<ForwardQueue>) {
+        if !self
+            .forward_wait
+            .as_ref()
+            .is_some_and(|q| Arc::ptr_eq(q, &queue))
+        {
+            self.forward_wait = Some(queue);
+            self.forward_episode = 0;
+        }
+    }
+
     fn on_wake(&mut self) -> Result<(), Close> {
         if let Some(reason) = self.signal.kicked() {
             return Err(Close::Kicked(reason));
@@ -210,16 +258,13 @@ impl Connection {
                 let mut byte = [std::mem::MaybeUninit::uninit()];
                 match socket2::SockRef::from(&self.stream).peek(&mut byte) {
                     Ok(0) => return Err(Close::Lost),
-                    Ok(_) => {
-                        self.signal.touch(now);
-                        true
-                    }
+                    Ok(_) => true,
                     Err(_) => false,
                 }
             }
         };
         if heard {
-            self.signal.revive();
+            self.signal.revive(now);
             self.broker.keepalive.track(&self.signal);
         }
         Ok(heard)
@@ -247,8 +292,8 @@ impl Connection {
                 Err(_) => Err(Close::Lost),
             });
             match step {
-                Ok(true) => continue,
-                Ok(false) => break,
+                Ok(true) if self.forward_wait.is_none() => continue,
+                Ok(_) => break,
                 Err(close) => {
                     result = Err(close);
                     break;

@@ -62,10 +62,19 @@ impl TestDistributor {
         addr: SocketAddr,
         handler_ring: watch::Receiver<Arc<Ring>>,
     ) -> TestDistributor {
+        TestDistributor::start_with(id, addr, handler_ring, HubConfig::default()).await
+    }
+
+    pub async fn start_with(
+        id: &str,
+        addr: SocketAddr,
+        handler_ring: watch::Receiver<Arc<Ring>>,
+        config: HubConfig,
+    ) -> TestDistributor {
         let listener = bind_retrying(addr).await;
         let addr = listener.local_addr().unwrap();
         let mut registry = Registry::default();
-        let distributor = Distributor::start(id, HubConfig::default(), handler_ring, &mut registry);
+        let distributor = Distributor::start(id, config, handler_ring, &mut registry);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -146,10 +155,19 @@ pub struct Node {
 
 impl Node {
     pub async fn start(id: &str, distributors: watch::Receiver<Arc<Ring>>) -> Node {
+        Node::start_with(id, distributors, HandlerConfig::default()).await
+    }
+
+    /// A handler with `config` (its id replaced by `id`).
+    pub async fn start_with(
+        id: &str,
+        distributors: watch::Receiver<Arc<Ring>>,
+        config: HandlerConfig,
+    ) -> Node {
         let mut registry = Registry::default();
         let config = HandlerConfig {
             id: id.to_owned(),
-            ..HandlerConfig::default()
+            ..config
         };
         let handler = Handler::start(config, &mut registry).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -221,15 +239,24 @@ pub fn node_id(i: usize) -> String {
 
 impl TestCluster {
     pub async fn start(n: usize) -> TestCluster {
+        TestCluster::start_with(n, HandlerConfig::default(), HubConfig::default()).await
+    }
+
+    /// Every handler with `handler` (ids set per node), the distributor with `hub`.
+    pub async fn start_with(n: usize, handler: HandlerConfig, hub: HubConfig) -> TestCluster {
         let ids: Vec<String> = (0..n).map(node_id).collect();
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let distributor =
-            TestDistributor::start("d0", "127.0.0.1:0".parse().unwrap(), handler_ring(&id_refs))
-                .await;
+        let distributor = TestDistributor::start_with(
+            "d0",
+            "127.0.0.1:0".parse().unwrap(),
+            handler_ring(&id_refs),
+            hub,
+        )
+        .await;
         let (distributors, ring) = distributor_ring(&[("d0", distributor.addr)]);
         let mut nodes = Vec::new();
         for id in &ids {
-            nodes.push(Node::start(id, ring.clone()).await);
+            nodes.push(Node::start_with(id, ring.clone(), handler.clone()).await);
         }
         let cluster = TestCluster {
             distributor,
