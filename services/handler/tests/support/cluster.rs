@@ -1,7 +1,11 @@
 //! A cluster inside the test process: real handlers attached over real gRPC on
 //! loopback to a real distributor, and MQTT 5 devices on the handlers' own
-//! listeners. Used by `tests/cluster.rs` only (included with `#[path]`, so the
-//! other tests do not build it).
+//! listeners. Used by the `tests/cluster_*.rs` files only (included with
+//! `#[path]`, so the other tests do not build it).
+//!
+//! Interest propagates asynchronously: tests wait for it with route probes
+//! (`wait_for_route`) or with acknowledged ingest messages (`sync_through` in
+//! `cluster_distributors.rs`).
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -14,6 +18,7 @@ use throng_codec::{Connect, Disconnect, Packet, Publish, QoS};
 use throng_distributor::{Distributor, HubConfig};
 use throng_handler::{Handler, HandlerConfig, ListenerKind};
 use throng_proto::v1::ingest_client::IngestClient;
+use throng_proto::v1::{PublishOutcome, PublishRequest, PublishResult, UserProperty};
 use throng_ring::{Member, Ring};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -506,5 +511,43 @@ pub async fn wait_for_route(publisher: &mut Device, probe_topic: &str, subs: &mu
                 .map(|(s, _)| s.name.clone())
                 .collect::<Vec<_>>()
         );
+    }
+}
+
+/// The distributor metric counting routed device publishes.
+pub const DEVICE_ROUTED: &str = "throng_distributor_routed_total{kind=\"device\"}";
+
+pub async fn publish(
+    ingest: &mut IngestClient<Channel>,
+    request: PublishRequest,
+) -> (PublishOutcome, PublishResult) {
+    let result = ingest
+        .publish(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    (result.outcome(), result)
+}
+
+pub fn ingest_request(
+    client_id: &str,
+    topic: &str,
+    payload: &str,
+    message_id: &str,
+) -> PublishRequest {
+    PublishRequest {
+        client_id: client_id.to_owned(),
+        topic: topic.to_owned(),
+        payload: payload.as_bytes().to_vec().into(),
+        qos: 1,
+        message_id: message_id.to_owned(),
+        user_properties: vec![UserProperty {
+            key: "from".into(),
+            value: "backend".into(),
+        }],
+        content_type: Some("application/json".into()),
+        ..PublishRequest::default()
     }
 }
