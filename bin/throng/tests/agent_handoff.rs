@@ -339,3 +339,44 @@ fn fd_handoff_refuses_a_connect_size_it_cannot_pass_on() {
     let output = agent.output();
     assert!(output.contains("--max-connect-size"), "output: {output}");
 }
+
+/// A CONNECT already in the socket buffer when the agent accepts is handed off
+/// from the accept loop (counted as fast); one that arrives in pieces after the
+/// accept waits in a task and still gets through. With one pending-CONNECT permit
+/// held by the slow device, the fast one waits in the listen backlog with its
+/// CONNECT already there. A first device opens the link to the fast one's handler;
+/// the slow one goes to another handler, so that link is idle when the fast one comes.
+#[test]
+fn fd_handoff_fast_for_a_connect_already_there_and_waits_for_one_in_pieces() {
+    let cluster = Cluster::start_with(true, &["--max-pending-connects", "1"]);
+    let admin = cluster.agent.admin;
+    let ids = random_ids("fast-", 32);
+    let owners: Vec<String> = ids.iter().map(|id| cluster.owner(id)).collect();
+    let with_first = |same: bool| (1..ids.len()).find(|&i| (owners[i] == owners[0]) == same);
+    let fast_id = &ids[with_first(true).unwrap()];
+    let slow_id = &ids[with_first(false).unwrap()];
+    let mut opener = Mqtt::connect(cluster.agent.mqtt, &ids[0], v311());
+    opener.ping();
+    let slow_connect = encode(&connect_packet(slow_id, v311(), true), v311());
+    let mut slow = Mqtt::over(TcpStream::connect(cluster.agent.mqtt).unwrap(), v311());
+    slow.stream.write_all(&slow_connect[..3]).unwrap();
+    wait_until("the agent accepted the slow device", WAIT, || {
+        metric(admin, "throng_agent_connections") == 1.0
+    });
+    let mut fast = Mqtt::over(TcpStream::connect(cluster.agent.mqtt).unwrap(), v311());
+    let fast_connect = encode(&connect_packet(fast_id, v311(), true), v311());
+    fast.stream.write_all(&fast_connect).unwrap();
+    for piece in slow_connect[3..].chunks(4) {
+        std::thread::sleep(Duration::from_millis(10));
+        slow.stream.write_all(piece).unwrap();
+    }
+    for client in [&mut slow, &mut fast] {
+        match client.recv() {
+            throng_codec::Packet::ConnAck(ack) => assert_eq!(ack.code, 0, "CONNACK {ack:?}"),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        client.ping();
+    }
+    assert_eq!(accepts(admin, "admitted"), 3.0);
+    assert_eq!(metric(admin, "throng_agent_fast_handoffs_total"), 1.0);
+}

@@ -52,7 +52,7 @@ pub use frame::{MAX_ALREADY_READ, MAX_BODY, MAX_CLIENT_ID, PREFIX_LEN, VERSION};
 #[doc(hidden)]
 pub use frame::{decode_frame, encode_frame, fuzz_one};
 pub use recv::recv;
-pub use send::{send, send_async};
+pub use send::{TrySent, finish_async, send, send_async, try_send};
 
 /// What the handler needs to know about a handed-off connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,9 +7,7 @@ use std::mem::MaybeUninit;
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 
-use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SocketType,
-};
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
@@ -124,14 +122,10 @@ async fn read_some(
     }
 }
 
-/// Whether `fd` is a stream socket bound to an IPv4 or IPv6 address.
+/// Whether `fd` is a TCP socket (IPv4 or IPv6, MPTCP too): one getsockopt, as
+/// only those report these protocols.
 fn is_tcp(fd: &OwnedFd) -> bool {
-    let stream = rustix::net::sockopt::socket_type(fd).is_ok_and(|ty| ty == SocketType::STREAM);
-    let inet = rustix::net::getsockname(fd).is_ok_and(|addr| {
-        matches!(
-            addr.address_family(),
-            AddressFamily::INET | AddressFamily::INET6
-        )
-    });
-    stream && inet
+    use rustix::net::ipproto::{MPTCP, TCP};
+    rustix::net::sockopt::socket_protocol(fd)
+        .is_ok_and(|protocol| matches!(protocol, Some(p) if p == TCP || p == MPTCP))
 }

@@ -99,6 +99,61 @@ pub async fn send_async(
     Ok(())
 }
 
+/// What [`try_send`] got out.
+#[derive(Debug)]
+pub enum TrySent {
+    /// The whole frame.
+    Whole,
+    /// The descriptor and the start of the frame: write these bytes (with
+    /// [`finish_async`]) before anything else on the connection.
+    Part(Vec<u8>),
+}
+
+/// [`send_async`] without waiting: one `sendmsg` if tokio saw the connection
+/// writable. `NotSent` with `WouldBlock` means no room now; wait with
+/// [`send_async`] instead.
+pub fn try_send(
+    sock: &tokio::net::UnixStream,
+    stream: TcpStream,
+    meta: &HandoffMeta,
+    already_read: &[u8],
+) -> Result<TrySent, HandoffError> {
+    let head = match frame::encode_head(meta, already_read.len()) {
+        Ok(head) => head,
+        Err(source) => return Err(HandoffError::NotSent { source, stream }),
+    };
+    let sent = loop {
+        let sent = sock.try_io(Interest::WRITABLE, || {
+            sendmsg_with_fd(sock.as_fd(), &head, already_read, stream.as_fd())
+        });
+        match sent {
+            Ok(sent) => break sent,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(HandoffError::NotSent { source, stream }),
+        }
+    };
+    drop(stream);
+    let rest = Remaining::new(&head, already_read, sent);
+    if rest.next_chunk().is_none() {
+        return Ok(TrySent::Whole);
+    }
+    Ok(TrySent::Part([rest.head, rest.already_read].concat()))
+}
+
+/// Writes the rest of a frame [`try_send`] started.
+pub async fn finish_async(sock: &tokio::net::UnixStream, rest: &[u8]) -> io::Result<()> {
+    let mut rest = rest;
+    while !rest.is_empty() {
+        sock.writable().await?;
+        match sock.try_write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(err) if retry(&err) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 fn retry(err: &io::Error) -> bool {
     matches!(
         err.kind(),

@@ -17,7 +17,7 @@ mod v2;
 pub use error::ProxyError;
 pub use header::{Command, ProxyHeader, TLV_THRONG_CLIENT_ID, TLV_THRONG_CONN_ID, Tlv};
 #[cfg(feature = "tokio")]
-pub use read::{ReadError, read_header};
+pub use read::{ReadError, read_header, read_header_after};
 pub use v2::{MAX_V2_PAYLOAD, SIGNATURE as V2_SIGNATURE, encode_v2};
 
 /// The longest possible v1 header, CRLF included.

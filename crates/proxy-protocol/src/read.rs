@@ -23,7 +23,14 @@ pub enum ReadError {
 /// Reads one PROXY v1/v2 header; returns it and the bytes read past it. The caller
 /// bounds the time it may take.
 pub async fn read_header(stream: &TcpStream) -> Result<(ProxyHeader, Vec<u8>), ReadError> {
-    let mut buf = Vec::with_capacity(256);
+    read_header_after(stream, Vec::with_capacity(256)).await
+}
+
+/// [`read_header`] for a connection whose first bytes, `buf`, were already read.
+pub async fn read_header_after(
+    stream: &TcpStream,
+    mut buf: Vec<u8>,
+) -> Result<(ProxyHeader, Vec<u8>), ReadError> {
     loop {
         if let Some((header, used)) = parse(&buf)? {
             return Ok((header, buf.split_off(used)));

@@ -52,6 +52,49 @@ impl FirstPacketError {
     }
 }
 
+/// What the bytes read so far hold.
+pub enum Parsed {
+    Connect(FirstPacket),
+    /// Not a whole CONNECT yet: read on.
+    Incomplete(Vec<u8>),
+    Failed(FirstPacketError, Vec<u8>),
+}
+
+/// Looks for one whole CONNECT (packet type 1) at the start of `buf`, without
+/// reading; bytes after it stay in the buffer for the handler.
+pub fn parse_connect(buf: Vec<u8>, max_size: usize) -> Parsed {
+    // Anything but CONNECT is refused from its first byte.
+    if buf.first().is_some_and(|&b| b >> 4 != 1) {
+        return Parsed::Failed(FirstPacketError::NotConnect, buf);
+    }
+    match throng_codec::check(&buf, max_size) {
+        Ok(Some(len)) => match throng_codec::decode(&buf[..len], ProtocolVersion::V3_1_1) {
+            Ok(Packet::Connect(connect)) => Parsed::Connect(FirstPacket {
+                version: connect.protocol.unwrap_or(ProtocolVersion::V3_1_1),
+                client_id: connect.client_id,
+                clean_start: connect.clean_start,
+                bytes: buf,
+            }),
+            Ok(_) => Parsed::Failed(FirstPacketError::NotConnect, buf),
+            Err(err) => Parsed::Failed(FirstPacketError::Malformed(err), buf),
+        },
+        Ok(None) => Parsed::Incomplete(buf),
+        Err(DecodeError::PacketTooLarge { .. }) => {
+            Parsed::Failed(FirstPacketError::TooLarge(max_size), buf)
+        }
+        Err(err) => Parsed::Failed(FirstPacketError::Malformed(err), buf),
+    }
+}
+
+/// How much one read may take: never more than `max_size` in hand, so a whole
+/// CONNECT still fits and what comes with it stays within the fd hand-off's
+/// already-read limit.
+pub fn read_size(max_size: usize, have: usize) -> usize {
+    max_size.saturating_sub(have).clamp(1, READ_CHUNK)
+}
+
+const READ_CHUNK: usize = 1024;
+
 /// Reads until `buf` holds one whole CONNECT (packet type 1). Bytes after it stay in
 /// the returned buffer for the handler.
 pub async fn read_connect<S: AsyncRead + Unpin>(
@@ -60,33 +103,13 @@ pub async fn read_connect<S: AsyncRead + Unpin>(
     max_size: usize,
 ) -> Result<FirstPacket, (FirstPacketError, Vec<u8>)> {
     loop {
-        // Anything but CONNECT is refused from its first byte.
-        if buf.first().is_some_and(|&b| b >> 4 != 1) {
-            return Err((FirstPacketError::NotConnect, buf));
-        }
-        match throng_codec::check(&buf, max_size) {
-            Ok(Some(len)) => {
-                return match throng_codec::decode(&buf[..len], ProtocolVersion::V3_1_1) {
-                    Ok(Packet::Connect(connect)) => Ok(FirstPacket {
-                        version: connect.protocol.unwrap_or(ProtocolVersion::V3_1_1),
-                        client_id: connect.client_id,
-                        clean_start: connect.clean_start,
-                        bytes: buf,
-                    }),
-                    Ok(_) => Err((FirstPacketError::NotConnect, buf)),
-                    Err(err) => Err((FirstPacketError::Malformed(err), buf)),
-                };
-            }
-            Ok(None) => {}
-            Err(DecodeError::PacketTooLarge { .. }) => {
-                return Err((FirstPacketError::TooLarge(max_size), buf));
-            }
-            Err(err) => return Err((FirstPacketError::Malformed(err), buf)),
-        }
-        // Never more than `max_size` in hand: a whole CONNECT still fits, and what
-        // comes with it stays within the fd hand-off's already-read limit.
-        let mut chunk = [0u8; 1024];
-        let want = max_size.saturating_sub(buf.len()).clamp(1, chunk.len());
+        buf = match parse_connect(buf, max_size) {
+            Parsed::Connect(first) => return Ok(first),
+            Parsed::Failed(err, buf) => return Err((err, buf)),
+            Parsed::Incomplete(buf) => buf,
+        };
+        let mut chunk = [0u8; READ_CHUNK];
+        let want = read_size(max_size, buf.len());
         match stream.read(&mut chunk[..want]).await {
             Ok(0) => return Err((FirstPacketError::Closed, buf)),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),

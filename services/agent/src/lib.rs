@@ -6,6 +6,7 @@ mod accept;
 pub mod admission;
 pub mod blocklist;
 mod config;
+mod fast;
 mod first_packet;
 mod handoff;
 mod metrics;

@@ -23,6 +23,8 @@ pub struct AgentMetrics {
     pub connections: Gauge,
     pub accepts: Family<ResultLabel, Counter>,
     pub handoff_seconds: Histogram,
+    /// Hand-offs done in the accept loop, the socket never registered with tokio.
+    pub fast_handoffs: Counter,
     pub routed: Family<HandlerLabel, Counter>,
     pub handoff_failures: Family<HandlerLabel, Counter>,
     pub ring_members: Gauge,
@@ -35,6 +37,7 @@ impl Default for AgentMetrics {
             accepts: Family::default(),
             // 50 µs .. ~3 s
             handoff_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            fast_handoffs: Counter::default(),
             routed: Family::default(),
             handoff_failures: Family::default(),
             ring_members: Gauge::default(),
@@ -58,6 +61,11 @@ impl AgentMetrics {
             "throng_agent_handoff_seconds",
             "Time from a complete CONNECT to the handler taking the connection",
             self.handoff_seconds.clone(),
+        );
+        registry.register(
+            "throng_agent_fast_handoffs",
+            "Hand-offs done as soon as the connection was accepted (CONNECT already there, link free)",
+            self.fast_handoffs.clone(),
         );
         registry.register(
             "throng_agent_routed",

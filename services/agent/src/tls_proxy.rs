@@ -1,7 +1,7 @@
-//! Routing for TLS connections. The agent terminates TLS, so it must keep relaying
-//! decrypted bytes itself: proxy hand-off only, copied by a task per connection
-//! (rustls holds buffers per connection anyway; the buffer-free relay serves plain
-//! TCP).
+//! TLS connections: their pipeline and routing. The agent terminates TLS, so it
+//! must keep relaying decrypted bytes itself: proxy hand-off only, copied by a task
+//! per connection (rustls holds buffers per connection anyway; the buffer-free
+//! relay serves plain TCP).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,13 +10,63 @@ use throng_codec::{ProtocolVersion, reason};
 use throng_proxy_protocol::{ProxyHeader, encode_v2};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::Core;
-use crate::accept::Admitted;
+use crate::accept::{Admitted, admit, proxy_header};
 use crate::first_packet::send_refusal;
+use crate::prefixed::Prefixed;
+use crate::tls::TlsConfigWatcher;
 
-pub(crate) async fn route<S: AsyncRead + AsyncWrite + Unpin>(
+/// The pipeline for a TLS connection (always relayed by a task of the agent).
+pub(crate) async fn serve(
+    stream: std::net::TcpStream,
+    tcp_peer: SocketAddr,
+    local: Option<SocketAddr>,
+    core: &Arc<Core>,
+    tls: TlsConfigWatcher,
+    pending: OwnedSemaphorePermit,
+) {
+    let deadline = Instant::now() + core.config.connect_timeout;
+    let Ok(stream) = TcpStream::from_std(stream) else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let Some(local) = local.or_else(|| stream.local_addr().ok()) else {
+        return;
+    };
+    let Some((peer, local, initial)) =
+        proxy_header(&stream, tcp_peer, local, Vec::new(), deadline, core).await
+    else {
+        return;
+    };
+    let Some(admission) = crate::fast::check_peer(peer, core) else {
+        return;
+    };
+    let handshake = tls.acceptor().accept(Prefixed::new(initial, stream));
+    let mut stream = match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            tracing::debug!(peer = %peer, error = %err, "tls handshake failed");
+            core.metrics.accept("bad_connect");
+            return;
+        }
+        Err(_) => {
+            core.metrics.accept("timeout");
+            return;
+        }
+    };
+    let Some(admitted) = admit(&mut stream, Vec::new(), deadline, admission, core).await else {
+        return;
+    };
+    drop(pending);
+    let conn_id = admitted.conn_id;
+    route(stream, admitted, peer, local, core).await;
+    core.table.close(conn_id);
+}
+
+async fn route<S: AsyncRead + AsyncWrite + Unpin>(
     mut device: S,
     admitted: Admitted,
     peer: SocketAddr,

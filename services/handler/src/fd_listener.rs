@@ -117,6 +117,19 @@ async fn serve_link(
             conn_id: Some(meta.conn_id),
             assigned_client_id: meta.assigned_client_id,
         };
+        if connection::connect_ready(&already_read, &broker) {
+            // The usual case: the agent read the whole CONNECT, so nothing here waits.
+            connection::serve_now(
+                stream,
+                connect,
+                already_read,
+                &broker,
+                &stop,
+                permit,
+                &tracker,
+            );
+            continue;
+        }
         let broker = broker.clone();
         let stop = stop.clone();
         let connection_tracker = tracker.clone();

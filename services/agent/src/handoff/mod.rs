@@ -9,14 +9,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use throng_ring::Member;
-use tokio::net::TcpStream;
 
 pub use fd::FdHandoff;
 pub use proxy::ProxyHandoff;
 
 /// A connection ready to be handed off.
 pub struct Outgoing {
-    pub stream: TcpStream,
+    /// Non-blocking, and not registered with tokio: both hand-offs pass it on as is.
+    pub stream: std::net::TcpStream,
     pub conn_id: u64,
     pub peer: SocketAddr,
     pub local: SocketAddr,
@@ -57,6 +57,15 @@ impl Handoff {
         match self {
             Handoff::Proxy(proxy) => proxy.hand(member, conn).await,
             Handoff::Fd(fd) => fd.hand(member, conn).await,
+        }
+    }
+
+    /// A hand-off done now, without waiting, when it can be; otherwise the
+    /// connection comes back untouched for [`Handoff::hand`].
+    pub fn try_hand(&self, member: &Member, conn: Outgoing) -> Result<Handed, Outgoing> {
+        match self {
+            Handoff::Proxy(_) => Err(conn),
+            Handoff::Fd(fd) => fd.try_hand(member, conn),
         }
     }
 }

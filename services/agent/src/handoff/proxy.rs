@@ -48,12 +48,11 @@ impl ProxyHandoff {
             Err(_) => return Handed::Retry(Box::new(conn), HandoffError::Timeout(id)),
         }
         let conn_id = conn.conn_id;
-        let sockets = conn
-            .stream
-            .into_std()
-            .and_then(|client| Ok((client, upstream.into_std()?)));
-        let (client, upstream) = match sockets {
-            Ok(sockets) => sockets,
+        // The relay wants TCP_NODELAY on both sides; the fd hand-off leaves it to the handler.
+        let _ = conn.stream.set_nodelay(true);
+        let client = conn.stream;
+        let upstream = match upstream.into_std() {
+            Ok(upstream) => upstream,
             Err(err) => return Handed::Lost(HandoffError::Failed(id, err.to_string())),
         };
         match self.relay.add(client, upstream, Vec::new()) {

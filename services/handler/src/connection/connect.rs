@@ -64,6 +64,19 @@ pub(super) async fn handshake(
                 return None;
             }
         };
+    handshake_read(stream, meta, buf, frame_len, conn_id, broker)
+}
+
+/// The CONNECT phase once `buf` starts with the whole first frame, `frame_len`
+/// bytes: nothing in it waits.
+pub(super) fn handshake_read(
+    stream: TcpStream,
+    meta: ConnectMeta,
+    buf: Vec<u8>,
+    frame_len: usize,
+    conn_id: u64,
+    broker: &Arc<Broker>,
+) -> Option<Connection> {
     let connect = match throng_codec::decode(&buf[..frame_len], ProtocolVersion::V3_1_1) {
         Ok(Packet::Connect(connect)) => connect,
         Ok(_) => {
@@ -90,7 +103,7 @@ pub(super) async fn handshake(
     };
     let rest = buf[frame_len..].to_vec();
     let version = connect.protocol.unwrap_or(ProtocolVersion::V3_1_1);
-    match accept(stream, *connect, &meta, conn_id, broker).await {
+    match accept(stream, *connect, &meta, conn_id, broker) {
         Ok(mut conn) => {
             broker.metrics.connect("accepted");
             if !rest.is_empty() {
@@ -117,6 +130,21 @@ pub(super) async fn handshake(
     }
 }
 
+/// The length of the first frame when `buf` holds all of it; an error (a metric
+/// label) as soon as it cannot be a CONNECT within `max` bytes.
+pub(super) fn first_frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, &'static str> {
+    // Anything but CONNECT is refused from its first byte, without buffering the
+    // body it announces.
+    if buf.first().is_some_and(|&first| first >> 4 != 1) {
+        return Err("bad_first_packet");
+    }
+    match throng_codec::check(buf, max) {
+        Ok(len) => Ok(len),
+        Err(throng_codec::DecodeError::PacketTooLarge { .. }) => Err("packet_too_large"),
+        Err(_) => Err("malformed"),
+    }
+}
+
 /// Reads until `buf` holds one whole frame; returns its length or a metric label.
 async fn read_first_frame(
     stream: &TcpStream,
@@ -125,18 +153,8 @@ async fn read_first_frame(
 ) -> Result<usize, &'static str> {
     let max = broker.config.max_packet_size as usize;
     loop {
-        // Anything but CONNECT is refused from its first byte, without buffering
-        // the body it announces.
-        if buf.first().is_some_and(|&first| first >> 4 != 1) {
-            return Err("bad_first_packet");
-        }
-        match throng_codec::check(buf, max) {
-            Ok(Some(len)) => return Ok(len),
-            Ok(None) => {}
-            Err(throng_codec::DecodeError::PacketTooLarge { .. }) => {
-                return Err("packet_too_large");
-            }
-            Err(_) => return Err("malformed"),
+        if let Some(len) = first_frame_len(buf, max)? {
+            return Ok(len);
         }
         if stream.readable().await.is_err() {
             return Err("lost");
@@ -170,7 +188,7 @@ fn write_connack(stream: &TcpStream, version: ProtocolVersion, code: u8) {
     }
 }
 
-async fn accept(
+fn accept(
     stream: TcpStream,
     connect: Connect,
     meta: &ConnectMeta,

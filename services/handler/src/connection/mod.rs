@@ -104,6 +104,51 @@ pub async fn serve(
     }
     .instrument(span)
     .await;
+    start(connected, &broker, &stop, permit, &tracker);
+}
+
+/// Whether `initial` already holds the whole first frame (an agent read it): then
+/// [`serve_now`] runs the CONNECT phase without waiting.
+pub fn connect_ready(initial: &[u8], broker: &Broker) -> bool {
+    matches!(
+        connect::first_frame_len(initial, broker.config.max_packet_size as usize),
+        Ok(Some(_))
+    )
+}
+
+/// [`serve`] for a connection that passed [`connect_ready`], in the caller's task:
+/// no task of its own for the CONNECT phase.
+pub fn serve_now(
+    stream: TcpStream,
+    meta: ConnectMeta,
+    initial: Vec<u8>,
+    broker: &Arc<Broker>,
+    stop: &CancellationToken,
+    permit: OwnedSemaphorePermit,
+    tracker: &TaskTracker,
+) {
+    let max = broker.config.max_packet_size as usize;
+    let Ok(Some(frame_len)) = connect::first_frame_len(&initial, max) else {
+        debug_assert!(false, "serve_now without a whole first frame");
+        return;
+    };
+    let conn_id = broker.next_conn_id();
+    let span =
+        tracing::debug_span!("conn", peer = %meta.peer, conn_id, agent_conn_id = meta.conn_id);
+    broker.metrics.connections.inc();
+    let connected = span
+        .in_scope(|| connect::handshake_read(stream, meta, initial, frame_len, conn_id, broker));
+    start(connected, broker, stop, permit, tracker);
+}
+
+/// Gives a connected client its task.
+fn start(
+    connected: Option<Connection>,
+    broker: &Broker,
+    stop: &CancellationToken,
+    permit: OwnedSemaphorePermit,
+    tracker: &TaskTracker,
+) {
     let Some(mut conn) = connected else {
         broker.metrics.connections.dec();
         return;
