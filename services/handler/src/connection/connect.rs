@@ -368,9 +368,7 @@ fn accept(
         client_max_packet_size: props.maximum_packet_size.unwrap_or(u32::MAX),
         client_topic_alias_maximum: props.topic_alias_maximum.unwrap_or(0),
         session_expiry_was_zero: expiry == 0,
-        aliases: None,
-        forward_wait: None,
-        forward_episode: 0,
+        rare: None,
     };
     broker.keepalive.track(&conn.signal);
     let mut out = io::take_output(&mut conn.pending_write);

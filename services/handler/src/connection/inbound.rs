@@ -152,7 +152,7 @@ impl Connection {
         if alias == 0 || alias > self.broker.config.topic_alias_maximum {
             return Err(Close::Protocol(reason::TOPIC_ALIAS_INVALID));
         }
-        let aliases = &mut self.aliases.get_or_insert_with(Box::default).inbound;
+        let aliases = &mut self.rare.get_or_insert_with(Box::default).aliases.inbound;
         if publish.topic.is_empty() {
             aliases
                 .get(&alias)

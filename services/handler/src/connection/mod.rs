@@ -63,10 +63,17 @@ pub(crate) struct Connection {
     client_max_packet_size: u32,
     client_topic_alias_maximum: u16,
     session_expiry_was_zero: bool,
-    /// Boxed: an idle connection pays one pointer, not two empty maps.
-    aliases: Option<Box<outbound::Aliases>>,
+    /// Topic aliases and forward backpressure, allocated on first use: an idle
+    /// connection pays one pointer for them.
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a connection few connections need at a time.
+#[derive(Default)]
+struct Rare {
+    aliases: outbound::Aliases,
     /// The distributor stream a publish of ours found over its forward limit:
-    /// no reading until it drains (`forward_gate_open`). `None` at rest.
+    /// no reading until it drains (`forward_gate_open`).
     forward_wait: Option<Arc<ForwardQueue>>,
     /// The pause episode our waker is registered for on `forward_wait`; 0: none.
     forward_episode: u32,
@@ -203,7 +210,7 @@ impl Connection {
             self.signal.register(cx.waker());
             let mut progressed = false;
             let mut step = Ok(());
-            if self.forward_wait.is_some() && self.signal.expired() {
+            if self.forward_paused() && self.signal.expired() {
                 // Silent because we stopped reading it, not because it went away.
                 self.signal.revive(self.broker.keepalive.now_ms());
                 self.broker.keepalive.track(&self.signal);
@@ -247,35 +254,43 @@ impl Connection {
     /// went to is over its forward limit. The waker is registered with the
     /// queue once per pause episode and woken when it drains below low water.
     fn forward_gate_open(&mut self, cx: &Context<'_>) -> bool {
-        let Some(queue) = &self.forward_wait else {
+        let Some(rare) = self.rare.as_deref_mut() else {
             return true;
         };
-        match queue.wait(cx.waker(), self.forward_episode) {
+        let Some(queue) = &rare.forward_wait else {
+            return true;
+        };
+        match queue.wait(cx.waker(), rare.forward_episode) {
             Some(episode) => {
-                if episode != self.forward_episode {
+                if episode != rare.forward_episode {
                     self.broker.metrics.forward_paused.inc();
-                    self.forward_episode = episode;
+                    rare.forward_episode = episode;
                 }
                 false
             }
             None => {
-                self.forward_wait = None;
-                self.forward_episode = 0;
+                rare.forward_wait = None;
+                rare.forward_episode = 0;
                 true
             }
         }
     }
 
+    fn forward_paused(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.forward_wait.is_some())
+    }
+
     /// Called when a publish met a forward queue over its limit: reading stops
     /// after the bytes already read (`on_readable` reads no further this wake).
     pub(super) fn wait_for_forwards(&mut self, queue: Arc<ForwardQueue>) {
-        if !self
+        let rare = self.rare.get_or_insert_with(Box::default);
+        if !rare
             .forward_wait
             .as_ref()
             .is_some_and(|q| Arc::ptr_eq(q, &queue))
         {
-            self.forward_wait = Some(queue);
-            self.forward_episode = 0;
+            rare.forward_wait = Some(queue);
+            rare.forward_episode = 0;
         }
     }
 
@@ -337,7 +352,7 @@ impl Connection {
                 Err(_) => Err(Close::Lost),
             });
             match step {
-                Ok(true) if self.forward_wait.is_none() => continue,
+                Ok(true) if !self.forward_paused() => continue,
                 Ok(_) => break,
                 Err(close) => {
                     result = Err(close);
@@ -450,5 +465,17 @@ fn disconnect_reason(err: &throng_codec::DecodeError) -> u8 {
     match err {
         throng_codec::DecodeError::ProtocolError("topic alias 0") => reason::TOPIC_ALIAS_INVALID,
         _ => err.reason_code(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// tokio allocates a task as one cell aligned to 128 bytes: header, this future,
+    /// trailer. At 152 bytes the cell of a connection's task is 256 bytes; 8 more and
+    /// it is 384 (measured: +128 B per idle connection). Grow it only on purpose.
+    #[test]
+    fn a_connection_task_fits_a_256_byte_task_cell() {
+        let size = std::mem::size_of::<super::ConnectionTask>();
+        assert!(size <= 152, "ConnectionTask is {size} bytes");
     }
 }

@@ -13,7 +13,7 @@ use crate::message::Delivery;
 use crate::metrics::DropReason;
 use crate::session::{Inflight, InflightStage};
 
-/// Topic aliases of one connection, both directions; allocated on first use.
+/// Topic aliases of one connection, both directions.
 #[derive(Debug, Default)]
 pub(crate) struct Aliases {
     /// Aliases the client set for topics it publishes to.
@@ -149,8 +149,9 @@ impl Connection {
         }
         // Only a PUBLISH that is really sent teaches the client an alias.
         if let Some(alias) = new_alias {
-            self.aliases
+            self.rare
                 .get_or_insert_with(Box::default)
+                .aliases
                 .by_topic
                 .insert(message.topic.clone(), alias);
         }
@@ -166,7 +167,7 @@ impl Connection {
         if self.client_topic_alias_maximum == 0 {
             return None;
         }
-        let by_topic = self.aliases.as_ref().map(|a| &a.by_topic);
+        let by_topic = self.rare.as_ref().map(|r| &r.aliases.by_topic);
         if let Some(&alias) = by_topic.and_then(|b| b.get(topic)) {
             return Some((alias, true));
         }
