@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use throng_agent::tls::TlsConfigWatcher;
 use throng_agent::{AgentConfig, AgentListeners, HandoffMode};
@@ -46,6 +47,12 @@ pub struct AgentArgs {
     /// Admin HTTP listener: /metrics, /livez, /readyz, /v1/owner, /v1/connections.
     #[arg(long, env = "THRONG_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Seconds the kernel holds a new plain-TCP connection until the device has
+    /// sent something (TCP_DEFER_ACCEPT; 0: off). The CONNECT is then almost always there
+    /// at accept and handed off at once; a device that sends nothing reaches the
+    /// agent (and its --connect-timeout) only after these seconds.
+    #[arg(long, env = "THRONG_DEFER_ACCEPT", default_value_t = 5)]
+    pub defer_accept: u32,
     #[command(flatten)]
     pub membership: MembershipArgs,
     #[command(flatten)]
@@ -188,11 +195,44 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let mqtt = bind(Some(args.mqtt_listen))?.expect("address given");
+    if args.defer_accept > 0 {
+        defer_accept(&mqtt, args.defer_accept)
+            .with_context(|| format!("cannot set TCP_DEFER_ACCEPT on {}", args.mqtt_listen))?;
+    }
     let listeners = AgentListeners {
-        mqtt: bind(Some(args.mqtt_listen))?,
+        mqtt: Some(mqtt),
         mqtts,
         admin: bind(args.admin_listen)?,
     };
     let ring = args.membership.ring().await?;
     throng_agent::run(config, listeners, ring, crate::signal::shutdown()).await
+}
+
+/// `TCP_DEFER_ACCEPT` on a listener (Linux; elsewhere a no-op).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)] // one setsockopt that socket2 and rustix do not wrap
+fn defer_accept(listener: &tokio::net::TcpListener, secs: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket fd and an int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of_val(&value) as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn defer_accept(_listener: &tokio::net::TcpListener, _secs: u32) -> std::io::Result<()> {
+    Ok(())
 }

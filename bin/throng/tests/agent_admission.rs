@@ -41,7 +41,15 @@ fn blocklisted_sources_are_closed_at_once_and_the_list_reloads() {
     write_atomically(&list, "# devices misbehaving\n127.0.0.77\n");
     let list_arg = list.display().to_string();
     // A long CONNECT deadline: a close within it is the blocklist, not the deadline.
-    let cluster = Cluster::start(&["--blocklist-file", &list_arg, "--connect-timeout", "30s"]);
+    // No deferred accept: the agent meets a silent source at once.
+    let cluster = Cluster::start(&[
+        "--blocklist-file",
+        &list_arg,
+        "--connect-timeout",
+        "30s",
+        "--defer-accept",
+        "0",
+    ]);
     let agent = cluster.agent.mqtt;
 
     let mut blocked = tcp_from(BLOCKED, agent);
@@ -299,7 +307,8 @@ fn proxy_protocol_source_is_the_address_admission_sees() {
 
 #[test]
 fn silent_and_garbage_connections_are_closed() {
-    let cluster = Cluster::start(&["--connect-timeout", "1s"]);
+    // No deferred accept: the deadline starts at the TCP handshake.
+    let cluster = Cluster::start(&["--connect-timeout", "1s", "--defer-accept", "0"]);
     let agent = cluster.agent.mqtt;
     let admin = cluster.agent.admin;
 
@@ -392,4 +401,38 @@ fn connect_packet_bytes_v5(client_id: &str) -> Vec<u8> {
     let bytes = encode(&connect_packet(client_id, v5(), true), v5());
     assert_eq!(&bytes[2..9], b"\x00\x04MQTT\x05");
     bytes
+}
+
+#[test]
+fn deferred_accept_holds_silent_connections_in_the_kernel_first() {
+    // fd hand-off: there a CONNECT in hand at accept is handed off in the accept loop.
+    let cluster = Cluster::start_with(true, &["--connect-timeout", "1s", "--defer-accept", "1"]);
+    let agent = cluster.agent.mqtt;
+    let admin = cluster.agent.admin;
+
+    // Still closed, but only after the kernel's defer period and then the deadline.
+    let mut silent = TcpStream::connect(agent).unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        read_until_closed(&mut silent, Duration::from_secs(15)),
+        ReadEnd::Closed(Vec::new())
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1800) && waited < Duration::from_secs(10),
+        "closed after {waited:?}: defer 1 s, then the 1 s deadline"
+    );
+    assert_eq!(accepts(admin, "timeout"), 1.0);
+
+    // A device that sends its CONNECT a little late is accepted with it in hand: once
+    // the link to its handler is open (the first time), handed off from the accept loop.
+    for _ in 0..2 {
+        let stream = TcpStream::connect(agent).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let (mut device, ack) = Mqtt::handshake(stream, "late-connect", v311(), true);
+        assert_eq!(ack.code, 0);
+        device.ping();
+        device.disconnect();
+    }
+    assert!(metric_sum(admin, "throng_agent_fast_handoffs_total") >= 1.0);
 }
