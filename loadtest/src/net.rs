@@ -76,42 +76,13 @@ pub fn client_socket(
     // Lets a source port whose previous connection is in TIME_WAIT be reused across runs.
     sock.set_reuse_address(true)?;
     if let Some(ip) = source {
-        bind_address_no_port(&sock)?;
+        // The port is chosen at connect: the kernel's bind-time search for a free
+        // port grows with the sockets open and, at 800,000 connections, was most of
+        // this tool's CPU (the connect rate fell to a few hundred per second).
+        throng_sockopt::bind_address_no_port(&sock)?;
         sock.bind(&SocketAddr::new(ip, 0).into())?;
     }
     Ok(tokio::net::TcpSocket::from_std_stream(sock.into()))
-}
-
-/// Defers the choice of the source port from `bind` to `connect`. Without it the
-/// kernel picks a port at bind time that no other socket on that address holds,
-/// a search that grows with the sockets already open: at 800,000 connections it was
-/// most of the load tool's CPU and the connect rate fell to a few hundred per
-/// second. At connect time a port only has to be unique for the whole 4-tuple.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)] // one setsockopt that socket2 and rustix do not wrap
-fn bind_address_no_port(sock: &Socket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket fd, an int option value of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            std::ptr::from_ref(&on).cast(),
-            std::mem::size_of_val(&on) as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn bind_address_no_port(_sock: &Socket) -> io::Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]

@@ -197,7 +197,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let mqtt = bind(Some(args.mqtt_listen))?.expect("address given");
     if args.defer_accept > 0 {
-        defer_accept(&mqtt, args.defer_accept)
+        throng_sockopt::defer_accept(&mqtt, args.defer_accept)
             .with_context(|| format!("cannot set TCP_DEFER_ACCEPT on {}", args.mqtt_listen))?;
     }
     let listeners = AgentListeners {
@@ -207,32 +207,4 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let ring = args.membership.ring().await?;
     throng_agent::run(config, listeners, ring, crate::signal::shutdown()).await
-}
-
-/// `TCP_DEFER_ACCEPT` on a listener (Linux; elsewhere a no-op).
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)] // one setsockopt that socket2 and rustix do not wrap
-fn defer_accept(listener: &tokio::net::TcpListener, secs: u32) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let value = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid socket fd and an int option value of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            std::ptr::from_ref(&value).cast(),
-            std::mem::size_of_val(&value) as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn defer_accept(_listener: &tokio::net::TcpListener, _secs: u32) -> std::io::Result<()> {
-    Ok(())
 }
