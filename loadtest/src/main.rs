@@ -9,6 +9,7 @@ mod handshake;
 mod hist;
 mod mqtt;
 mod net;
+mod output;
 mod procfs;
 mod progress;
 mod pubsub;

@@ -2,13 +2,11 @@
 //! workers, and each worker's share.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 
 use anyhow::bail;
 
 use super::msg::WorkerConfig;
 use crate::mqtt::{ConnectOptions, Protocol};
-use crate::tiers::BrokerPid;
 
 /// Default handshakes in flight (all workers together) when neither --rate nor --in-flight is given.
 const DEFAULT_IN_FLIGHT: usize = 1000;
@@ -68,18 +66,8 @@ pub struct StormArgs {
     /// Per-handshake timeout (TCP connect to CONNACK), seconds.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
-    /// Broker process to sample (VmRSS, CPU time) through /proc, as `[LABEL=]PID`;
-    /// repeatable. All are summed; processes that share a LABEL (a tier, e.g.
-    /// `agent=123`, `handler=456`, `handler=789`) are also reported together, an
-    /// unlabeled pid on its own.
-    #[arg(long = "broker-pid", value_name = "[LABEL=]PID")]
-    pub broker_pid: Vec<BrokerPid>,
-    /// Write the machine-readable report here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// No progress on stderr.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
 }
 
 /// `throng-load connect`.

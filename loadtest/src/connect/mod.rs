@@ -74,7 +74,7 @@ impl Totals {
 }
 
 fn run(args: &StormArgs, scenario: &'static str, hold: Option<f64>) -> anyhow::Result<()> {
-    let mut broker = BrokerReport::new(&args.broker_pid)?;
+    let mut broker = BrokerReport::new(&args.output.broker_pid)?;
     let mut plan = args.plan()?;
     let workers = plan.workers;
     // The shared start leaves the workers time to come up.
@@ -83,7 +83,7 @@ fn run(args: &StormArgs, scenario: &'static str, hold: Option<f64>) -> anyhow::R
         c.start_at_unix_ms = start_at;
     }
 
-    let mut bar = progress::Progress::new(args.quiet);
+    let mut bar = progress::Progress::new(args.output.quiet);
     bar.note(&format!(
         "throng-load {scenario}: {} connections to {} over {workers} worker(s), {}{}",
         count(args.connections),
@@ -204,7 +204,7 @@ fn run(args: &StormArgs, scenario: &'static str, hold: Option<f64>) -> anyhow::R
         },
     );
     print!("{}", table::table(&report));
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.output.json {
         let mut text = serde_json::to_string_pretty(&report)?;
         text.push('\n');
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;

@@ -219,7 +219,7 @@ pub fn build(scenario: &'static str, args: &StormArgs, plan: &Plan, g: Gathered)
         closed_while_connecting,
         host_tcp,
         hold: held_secs.map(|_| h),
-        broker: (!args.broker_pid.is_empty()).then_some(broker),
+        broker: (!args.output.broker_pid.is_empty()).then_some(broker),
         load_tool: tool,
         host_memory: host,
     }

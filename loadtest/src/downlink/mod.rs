@@ -17,7 +17,6 @@ mod report;
 mod sink;
 pub mod worker;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -30,7 +29,7 @@ use crate::hist::Latency;
 use crate::mqtt::{ConnectOptions, Protocol};
 use crate::procfs;
 use crate::report::count;
-use crate::tiers::{BrokerPid, Tiers};
+use crate::tiers::Tiers;
 use crate::workers::WorkerSet;
 
 /// Where the messages enter the cluster.
@@ -132,16 +131,8 @@ pub struct DownlinkArgs {
     /// that retried entries still count).
     #[arg(long, default_value_t = 45.0)]
     pub drain_timeout: f64,
-    /// Broker process to sample (CPU, RSS) over the run, as `[LABEL=]PID`;
-    /// repeatable; processes sharing a label are reported as one tier.
-    #[arg(long = "broker-pid", value_name = "[LABEL=]PID")]
-    pub broker_pid: Vec<BrokerPid>,
-    /// Write the machine-readable report here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// No progress lines on stderr.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
 }
 
 /// Runs the scenario from the parent process.
@@ -215,7 +206,7 @@ pub fn run(args: DownlinkArgs) -> anyhow::Result<()> {
         password: None,
         session_expiry: None,
     };
-    let tiers = Tiers::new(&args.broker_pid)?;
+    let tiers = Tiers::new(&args.output.broker_pid)?;
 
     // Phase 1: connect the devices.
     let base = args.devices / workers as u64;
@@ -363,7 +354,7 @@ pub fn run(args: DownlinkArgs) -> anyhow::Result<()> {
     };
     report.find_problems();
     print_table(&report);
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.output.json {
         let mut text = serde_json::to_string_pretty(&report)?;
         text.push('\n');
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;

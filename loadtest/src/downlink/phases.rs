@@ -17,7 +17,7 @@ use crate::report::count;
 use crate::workers::{Event, WorkerSet};
 
 pub(super) fn progress(args: &DownlinkArgs, line: String) {
-    if !args.quiet {
+    if !args.output.quiet {
         eprintln!("{line}");
     }
 }

@@ -28,14 +28,12 @@ mod table;
 mod track;
 pub mod worker;
 
-use std::path::PathBuf;
-
 use anyhow::{Context, bail};
 
 use self::msg::WorkerConfig;
 use self::plan::{Mode, Plan};
 use crate::mqtt::{ConnectOptions, Protocol};
-use crate::tiers::{BrokerPid, Tiers};
+use crate::tiers::Tiers;
 
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "\
@@ -132,16 +130,8 @@ pub struct PubsubArgs {
     /// Fail on losses at QoS 0 too (at QoS 1 and 2 a loss always fails the run).
     #[arg(long)]
     pub fail_on_loss: bool,
-    /// Broker process to sample (CPU, RSS) over the measured window, as
-    /// `[LABEL=]PID`; repeatable; processes sharing a label are one tier.
-    #[arg(long = "broker-pid", value_name = "[LABEL=]PID")]
-    pub broker_pid: Vec<BrokerPid>,
-    /// Write the machine-readable report here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// No progress lines on stderr.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
 }
 
 /// `HOST:PORT,PORT,HOST2:PORT` → every part with a host (a bare port takes the previous one's).
@@ -256,7 +246,7 @@ pub fn run(args: PubsubArgs) -> anyhow::Result<()> {
         password: None,
         session_expiry: None,
     };
-    let tiers = Tiers::new(&args.broker_pid)?;
+    let tiers = Tiers::new(&args.output.broker_pid)?;
     let share = |n: u32, w: usize| {
         let (w, workers) = (w as u64, workers as u64);
         let n = u64::from(n);
@@ -290,7 +280,7 @@ pub fn run(args: PubsubArgs) -> anyhow::Result<()> {
         .collect();
     let report = phases::execute(&args, &plan, &targets, &configs, &tiers)?;
     report.print();
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.output.json {
         let mut text = serde_json::to_string_pretty(&report)?;
         text.push('\n');
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;

@@ -20,7 +20,7 @@ use crate::tiers::{Snapshot, Tiers};
 use crate::workers::{Event, WorkerSet};
 
 fn progress(args: &PubsubArgs, line: String) {
-    if !args.quiet {
+    if !args.output.quiet {
         eprintln!("{line}");
     }
 }
