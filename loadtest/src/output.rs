@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
+use serde::Serialize;
+
 use crate::tiers::BrokerPid;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -19,4 +22,16 @@ pub struct OutputArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+impl OutputArgs {
+    /// Writes `report` as pretty JSON to `--json`, if given.
+    pub fn write_json(&self, report: &impl Serialize) -> anyhow::Result<()> {
+        if let Some(path) = &self.json {
+            let mut text = serde_json::to_string_pretty(report)?;
+            text.push('\n');
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
 }

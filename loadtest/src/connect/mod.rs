@@ -19,7 +19,7 @@ pub mod worker;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 pub use self::args::{ConnectArgs, HoldArgs, StormArgs};
 use self::broker::{BrokerReport, Point};
@@ -204,11 +204,7 @@ fn run(args: &StormArgs, scenario: &'static str, hold: Option<f64>) -> anyhow::R
         },
     );
     print!("{}", table::table(&report));
-    if let Some(path) = &args.output.json {
-        let mut text = serde_json::to_string_pretty(&report)?;
-        text.push('\n');
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
+    args.output.write_json(&report)?;
     let _ = std::io::stdout().flush();
     // The workers close their connections now (a million take a while): the
     // report does not wait for it, the exit does.

@@ -280,11 +280,7 @@ pub fn run(args: PubsubArgs) -> anyhow::Result<()> {
         .collect();
     let report = phases::execute(&args, &plan, &targets, &configs, &tiers)?;
     report.print();
-    if let Some(path) = &args.output.json {
-        let mut text = serde_json::to_string_pretty(&report)?;
-        text.push('\n');
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
+    args.output.write_json(&report)?;
     use std::io::Write;
     let _ = std::io::stdout().flush();
     if !report.problems.is_empty() {
